@@ -1,0 +1,2 @@
+def write_card(model, directory):  # replaced by the cards module
+    return None
