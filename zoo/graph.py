@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from zoo.contract import DecoderOutput, Features, select_rows
+from zoo.contract import DecoderOutput, Features, Hypothesis, select_rows
 from zoo.registry import create_decoder, create_encoder
 
 
@@ -104,6 +104,7 @@ class ZooModel(
         self.spec_encoders, self.spec_decoders = encoders, decoders
         self.loss_weights = {h: float((loss_weights or {}).get(h, 1.0)) for h in decoders}
         self.task, self.name, self.meta = task, name, dict(meta or {})
+        self._tokenizers: dict[str, Any] = {}
         self.order = _topological_order(encoders)
         self.encoders = nn.ModuleDict(
             {n: create_encoder(c["type"], **_kwargs(c)) for n, c in encoders.items()}
@@ -191,7 +192,21 @@ class ZooModel(
         for head in heads:
             opts = options.get(head) if isinstance(options, dict) else options
             results[head] = self.decoders[head].decode(self.memory(feats, head), opts)
+            tokenizer = self.tokenizer(head)
+            if tokenizer is not None:
+                _fill_text(results[head], tokenizer)
         return results
+
+    def tokenizer(self, head: str):
+        """The tokenizer stored with the model for a text head (``meta['tokenizers'][head]``), or None."""
+        spec = self.meta.get("tokenizers", {}).get(head)
+        if spec is None:
+            return None
+        if head not in self._tokenizers:
+            from zoo.tokenizers import tokenizer_from_dict
+
+            self._tokenizers[head] = tokenizer_from_dict(spec)
+        return self._tokenizers[head]
 
     # --- introspection -----------------------------------------------------------------------
     def node_parameters(self) -> dict[str, int]:
@@ -242,6 +257,16 @@ class ZooModel(
 
         write_card(self, save_directory)
         return out
+
+
+def _fill_text(result: Any, tokenizer) -> None:
+    """Set ``text`` on every Hypothesis in a (possibly nested) list of results."""
+    if isinstance(result, Hypothesis):
+        if not result.text:
+            result.text = tokenizer.decode(result.tokens)
+    elif isinstance(result, list):
+        for item in result:
+            _fill_text(item, tokenizer)
 
 
 def _kwargs(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Registry:
 
     def register(self, fn=None, *, task=None, modality=None, pretrained_cfgs=None, name=None):
         def wrap(f):
+            _ensure_builtins_loaded()  # so a user's name can never shadow a built-in one
             key = name or f.__name__
             if key in self.entries:
                 where = self.entries[key].fn
@@ -177,5 +178,9 @@ def _ensure_builtins_loaded() -> None:
     _loaded = True
     import importlib
 
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    try:
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+    except BaseException:
+        _loaded = False
+        raise
