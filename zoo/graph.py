@@ -61,6 +61,7 @@ class ModelSpec:
             encoders={k: n.to_dict() for k, n in self.encoders.items()},
             decoders={k: n.to_dict() for k, n in self.decoders.items()},
             loss_weights=dict(self.loss_weights), task=self.task, name=self.name,
+            head_order=list(self.decoders),
         )
 
     def build(self) -> "ZooModel":
@@ -99,8 +100,13 @@ class ZooModel(
         task: str = "",
         name: str = "",
         meta: dict[str, Any] | None = None,
+        head_order: list[str] | None = None,
     ):
         super().__init__()
+        if head_order is not None:  # config.json stores dicts with sorted keys; keep the declared order
+            if sorted(head_order) != sorted(decoders):
+                raise ValueError(f"head_order {head_order} does not name the decoders {sorted(decoders)}")
+            decoders = {h: decoders[h] for h in head_order}
         self.spec_encoders, self.spec_decoders = encoders, decoders
         self.loss_weights = {h: float((loss_weights or {}).get(h, 1.0)) for h in decoders}
         self.task, self.name, self.meta = task, name, dict(meta or {})
@@ -240,10 +246,33 @@ class ZooModel(
 
     # --- hub: strict, safe loading -----------------------------------------------------------
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None, **kwargs) -> "ZooModel":
+        """Load from a local dir or a hub repo id (strict by default; pin ``revision`` to a commit sha)."""
+        from huggingface_hub.errors import (
+            EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+        )
+
+        from zoo.hub import CheckpointError
+
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, revision=revision, **kwargs)
+        except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise CheckpointError(
+                f"cannot load {str(pretrained_model_name_or_path)!r} at revision {revision or 'main'}: "
+                f"{type(error).__name__}: {str(error).splitlines()[0]}. Check the repo id and revision, or "
+                "download it once online (HF_HUB_OFFLINE=1 only reads the local cache)."
+            ) from error
+
+    @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
                          map_location="cpu", strict=True, **model_kwargs):
-        from zoo.hub import load_state_dict, load_weights, resolve_weights_file
+        from zoo.hub import CheckpointError, load_state_dict, load_weights, resolve_weights_file
 
+        if "encoders" not in model_kwargs or "decoders" not in model_kwargs:
+            raise CheckpointError(
+                f"{model_id}: no usable config.json (it must name 'encoders' and 'decoders'); "
+                "save models with ZooModel.save_pretrained"
+            )
         model = cls(**model_kwargs)
         path = resolve_weights_file(model_id, revision=revision, cache_dir=cache_dir,
                                     local_files_only=local_files_only)

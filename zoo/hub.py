@@ -111,8 +111,10 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        lines = str(error).splitlines()
+        reason = next((ln.strip() for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), "it imports code")
         raise CheckpointError(
-            f"refused to load {path}: it is a pickle that needs code to be run ({str(error).splitlines()[0]}). "
+            f"refused to load {path}: it is a pickle that needs code to be run ({reason}). "
             "Only tensors are accepted; convert the checkpoint to safetensors from a source you trust."
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -140,11 +142,9 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: 
         if shapes:
             parts.append(f"shape mismatches {_short(shapes)}")
         where = f" from {source}" if source else ""
-        raise CheckpointError(
-            f"checkpoint{where} does not match {type(model).__name__}: " + "; ".join(parts)
-            + ". Build the model with the config the checkpoint was saved with (config.json), "
-            "or pass strict=False to load the overlap."
-        )
+        fix = " Build the model with the config the checkpoint was saved with (config.json)"
+        fix += "." if shapes else ", or pass strict=False to load the overlap."
+        raise CheckpointError(f"checkpoint{where} does not match {type(model).__name__}: " + "; ".join(parts) + "." + fix)
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
     # safetensors drops one name of each tied pair; re-tie by copying from the kept twin
     for name in missing:
