@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", help="hub id shown in the usage snippet")
     p.set_defaults(func=cmd_card)
 
+    from zoo import quickstart
+
+    p = sub.add_parser("quickstart", help="build embedded data, train + evaluate every recipe's tiny preset offline")
+    quickstart.add_arguments(p)
+    p.set_defaults(func=lambda a: quickstart.run(a.out, fast=a.fast, only=a.only) and 0)
+
     for add_commands in recipe_commands():
         add_commands(sub)
     return parser
