@@ -183,7 +183,9 @@ class ZooModel(
             weighted = self.loss_weights[head] * out.loss
             total = weighted if total is None else total + weighted
         if total is None:
-            raise ValueError("no row of this batch carries a label for any head")
+            # no row carries any head's label: a zero loss still connected to every parameter, so that a
+            # DDP rank holding such a batch joins the gradient all-reduce instead of stalling the others
+            total = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         return ModelOutput(total, losses, outputs, rows, feats)
 
     @torch.no_grad()

@@ -1,0 +1,106 @@
+"""ASR + subtitling presets: one audio, a verbatim transcript and a subtitle.
+
+The graph shapes follow "Leveraging Broadcast Media Subtitle Transcripts for ASR and Subtitling"
+(Poncelet & Van hamme, 2025) and its ESPnet model: single-task verbatim, single-task subtitle, a
+shared encoder with separate decoders, and — the paper's best — cascaded encoders with separate
+decoders, where a subtitle encoder is stacked on the acoustic encoder and the subtitle decoder also
+attends the acoustic encoder. ``asr_ctc_*`` is encoder-only (OWSM-CTC style, Peng et al. 2024):
+hierarchical CTC heads, the subtitle head on a stage cascaded over the verbatim one.
+
+Sizes: ``tiny`` is the 3.2M-parameter Conformer of shared/research/calibration.md (d=144, 6 layers,
+4x subsampling) plus small subtitle parts; ``small`` doubles the width.
+"""
+from __future__ import annotations
+
+from zoo.graph import ModelSpec, Node, ZooModel
+from zoo.registry import register_model
+
+from recipes.asr_subtitle import convert_wav2vec2  # noqa: F401  (registers wav2vec2_ctc)
+
+SIZES = {
+    "tiny": dict(dim=144, layers=6, heads=4, ffn=576, written_layers=2, dec_layers=2),
+    "small": dict(dim=256, layers=8, heads=4, ffn=1024, written_layers=3, dec_layers=3),
+}
+FRAME_SHIFT_S = 0.04  # 10 ms hop x 4x subsampling
+SPEC_AUGMENT = dict(freq_masks=2, freq_width=27, time_masks=2, time_width=40, time_ratio=0.05)
+# char tokenizers of the corpus: <blank>=0, <unk>=1, <s>=2, </s>=3, then ~30 (verbatim) / ~70 (subtitle) symbols
+VERBATIM_VOCAB, SUBTITLE_VOCAB = 40, 90
+
+
+def acoustic(size: str) -> Node:
+    s = SIZES[size]
+    return Node("conformer_speech", input="audio", dim=s["dim"], layers=s["layers"], heads=s["heads"],
+                ffn=s["ffn"], spec_augment=SPEC_AUGMENT)
+
+
+def written(size: str, source: str = "acoustic") -> Node:
+    s = SIZES[size]
+    return Node("conformer_stack", input=source, in_dim=s["dim"], dim=s["dim"], layers=s["written_layers"],
+                heads=s["heads"], ffn=s["ffn"], frame_shift_s=FRAME_SHIFT_S)
+
+
+def ctc_head(size: str, source: str, vocab: int) -> Node:
+    return Node("ctc", source=source, in_dim=SIZES[size]["dim"], vocab_size=vocab, frame_shift_s=FRAME_SHIFT_S)
+
+
+def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
+    s = SIZES[size]
+    sources = len(source) if isinstance(source, list) else 1
+    return Node("transformer_decoder", source=source, vocab_size=vocab, dim=s["dim"], heads=s["heads"],
+                layers=s["dec_layers"], ffn=s["ffn"], bos_id=2, eos_id=3, pad_id=0, sources=sources,
+                dropout=0.1, label_smoothing=0.1)
+
+
+def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
+             tokenizers: dict | None = None) -> ModelSpec:
+    """``kind``: verbatim | subtitle | shared | cascaded | ctc."""
+    encoders = {"acoustic": acoustic(size)}
+    if kind == "verbatim":
+        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab)}
+    elif kind == "subtitle":
+        decoders = {"subtitle": ar_head(size, "acoustic", subtitle_vocab)}
+    elif kind == "shared":
+        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
+                    "subtitle": ar_head(size, "acoustic", subtitle_vocab)}
+    elif kind == "cascaded":
+        encoders["written"] = written(size)
+        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
+                    "subtitle": ar_head(size, ["written", "acoustic"], subtitle_vocab)}
+    elif kind == "ctc":
+        encoders["written"] = written(size)
+        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
+                    "subtitle": ctc_head(size, "written", subtitle_vocab)}
+    else:
+        raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded or ctc")
+    return ModelSpec(encoders, decoders, {h: 1.0 for h in decoders}, task="asr", name=f"asr_{kind}_{size}")
+
+
+def _build(kind: str, size: str, verbatim_vocab: int, subtitle_vocab: int, tokenizers: dict | None) -> ZooModel:
+    spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab)
+    model = ZooModel(**spec.to_config(), meta={"sample_rate": 16000, "frame_shift_s": FRAME_SHIFT_S,
+                                                  "tokenizers": tokenizers or {}})
+    return model
+
+
+def _register(kind: str, size: str, doc: str) -> None:
+    def preset(verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
+               tokenizers: dict | None = None) -> ZooModel:
+        return _build(kind, size, verbatim_vocab, subtitle_vocab, tokenizers)
+
+    preset.__name__ = preset.__qualname__ = f"asr_{kind}_{size}"
+    preset.__doc__ = f"{doc} ({size}: {SIZES[size]}).\n\n    Args:\n        verbatim_vocab, subtitle_vocab: " \
+                     "vocabulary sizes of the two heads.\n        tokenizers: {head: tokenizer.to_dict()} stored in config.json."
+    register_model(preset, task="asr", modality="audio")
+
+
+_DOCS = {
+    "verbatim": "Single-task verbatim ASR: Conformer + CTC",
+    "subtitle": "Single-task subtitling: Conformer + attention decoder",
+    "shared": "Shared Conformer encoder, separate verbatim (CTC) and subtitle (attention) decoders",
+    "cascaded": "Cascaded encoders + separate decoders (the paper's best): a subtitle encoder stacked on the "
+                "acoustic encoder; the subtitle decoder attends both",
+    "ctc": "Encoder-only (OWSM-CTC style): verbatim CTC on the acoustic encoder, subtitle CTC on a cascaded stage",
+}
+for _kind, _doc in _DOCS.items():
+    for _size in SIZES:
+        _register(_kind, _size, _doc)
