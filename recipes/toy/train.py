@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from recipes.toy.data import ToySequences, collate
+from recipes.toy.evaluate import evaluate
 from zoo.config import parse_train_args, save_config
 from zoo.registry import create_model
-from zoo.train import TrainConfig, Trainer, move_to_device, seed_everything
+from zoo.train import TrainConfig, Trainer, seed_everything
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
@@ -54,18 +54,8 @@ def make_datasets(cfg: DataConfig) -> tuple[ToySequences, ToySequences]:
 def make_eval_fn(dataset: ToySequences, batch_size: int = 64):
     """Held-out accuracy of the frame-tag head (valid frames) and of the majority head."""
 
-    @torch.no_grad()
     def eval_fn(model) -> dict[str, float]:
-        device = next(model.parameters()).device
-        tag_hits = tag_total = maj_hits = 0
-        for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            out = model.generate(move_to_device(batch, device))
-            for pred, labels in zip(out["tags"], batch["targets"]["tags"]["labels"]):
-                tag_hits += int((pred.cpu() == labels[: len(pred)]).sum())
-                tag_total += len(pred)
-            maj_hits += int((out["majority"].cpu() == batch["targets"]["majority"]["labels"]).sum())
-        return {"acc_tags": tag_hits / tag_total, "acc_majority": maj_hits / len(dataset)}
+        return {f"acc_{head}": s["accuracy"] for head, s in evaluate(model, dataset, batch_size).items()}
 
     return eval_fn
 
