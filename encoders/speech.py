@@ -89,6 +89,11 @@ class LogMelFrontend(nn.Module):
         self.cfg = cfg
         self.mel = torchaudio.transforms.MelSpectrogram(cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop,
                                                         n_mels=cfg.n_mels, center=True, pad_mode="constant")
+        # torch.hann_window returns a view into a longer buffer, which safetensors refuses to save; the
+        # window and filterbank are functions of the config, so they stay out of the state dict
+        spec, scale = self.mel.spectrogram, self.mel.mel_scale
+        spec.register_buffer("window", spec.window.clone(), persistent=False)
+        scale.register_buffer("fb", scale.fb.clone(), persistent=False)
         self.register_buffer("mean", torch.zeros(cfg.n_mels))
         self.register_buffer("std", torch.ones(cfg.n_mels))
 

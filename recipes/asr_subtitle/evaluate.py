@@ -1,0 +1,128 @@
+"""Evaluate an ASR + subtitling model on the corpus's held-out splits and write the card's results.
+
+    zoo eval asr_subtitle --model runs/asr-tiny/model [--split test_unseen test_seen] [--beam 1]
+
+Verbatim: WER and CER against verbatim references after ``zoo.metrics.normalize_text``.
+Subtitles: WER (same normaliser) and cased sacreBLEU against subtitle references.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from recipes.asr_subtitle.data import HEADS, SpeechTextDataset, collate, load_split
+from zoo import metrics
+
+SPLITS = {"test_unseen": "held-out voices", "test_seen": "new sentences, training voices"}
+
+
+def decoding_options(head_type: str, beam: int = 1, max_len: int = 200):
+    if head_type == "ctc":
+        from decoders.ctc import CTCDecodingOptions
+
+        return CTCDecodingOptions(beam_size=beam, timestamps=False)
+    from decoders.search import DecodingOptions
+
+    return DecodingOptions(beam_size=beam, max_len=max_len)
+
+
+@torch.no_grad()
+def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16, beam: int = 1,
+                    progress: bool = False) -> dict[str, list[str]]:
+    """Hypothesis texts per head, in row order."""
+    model.eval()
+    dataset = SpeechTextDataset(rows, {}, label_mode="both")
+    options = {h: decoding_options(model.spec_decoders[h]["type"], beam) for h in heads}
+    out: dict[str, list[str]] = {h: [] for h in heads}
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # batch similar lengths together
+    texts: dict[str, dict[int, str]] = {h: {} for h in heads}
+    device = next(model.parameters()).device
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="decode", disable=not progress):
+        idx = order[start: start + batch_size]
+        batch = collate([dataset[i] for i in idx])
+        batch = {"audio": batch["audio"].to(device), "audio_lengths": batch["audio_lengths"].to(device)}
+        result = model.generate(batch, heads=list(heads), options=options)
+        for h in heads:
+            for i, hyp in zip(idx, result[h]):
+                texts[h][i] = hyp.text
+    for h in heads:
+        out[h] = [texts[h][i] for i in range(len(rows))]
+    return out
+
+
+def score(rows: Sequence[dict], hyps: dict[str, list[str]]) -> dict[str, float]:
+    scores = {}
+    if "verbatim" in hyps:
+        refs = [r["text_verbatim"] for r in rows]
+        scores["verbatim_wer"] = metrics.wer(refs, hyps["verbatim"])
+        scores["verbatim_cer"] = metrics.cer(refs, hyps["verbatim"])
+    if "subtitle" in hyps:
+        refs = [r["text_subtitle"] for r in rows]
+        scores["subtitle_wer"] = metrics.wer(refs, hyps["subtitle"])
+        scores["subtitle_bleu"] = metrics.bleu(refs, hyps["subtitle"])
+    return scores
+
+
+def make_eval_fn(rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16):
+    def eval_fn(model) -> dict[str, float]:
+        return score(rows, transcribe_rows(model, rows, heads, batch_size))
+
+    return eval_fn
+
+
+def eval_results(scores: dict[str, float], split: str) -> list[dict]:
+    out = []
+    for key, value in scores.items():
+        head, metric = key.split("_", 1)
+        out.append(dict(task_type="automatic-speech-recognition", task_name=f"{head} head",
+                        dataset_name=f"eSpeak NG broadcast corpus ({SPLITS.get(split, split)})",
+                        dataset_type="encdec-zoo/espeak-broadcast", dataset_split=split,
+                        metric_type=metric, metric_value=round(100 * value if metric != "bleu" else value, 2)))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zoo eval asr_subtitle", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a directory written by save_pretrained")
+    parser.add_argument("--corpus", default=None, help="corpus root (default: the cached default corpus)")
+    parser.add_argument("--split", nargs="+", default=["test_unseen", "test_seen"], choices=list(SPLITS))
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N utterances of each split")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-card", action="store_true")
+    args = parser.parse_args(argv)
+
+    from recipes.asr_subtitle.train import DataConfig, corpus
+    from zoo.cards import add_eval_results
+    from zoo.graph import ZooModel
+
+    directory = Path(args.model)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} has no config.json; pass --model a directory written by save_pretrained")
+    model = ZooModel.from_pretrained(str(directory))
+    splits = corpus(DataConfig(root=args.corpus))
+    heads = [h for h in HEADS if h in model.decoders]
+    results = []
+    print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
+    for split in args.split:
+        rows = load_split(splits[split])
+        rows = rows[: args.limit] if args.limit else rows
+        scores = score(rows, transcribe_rows(model, rows, heads, args.batch_size, args.beam, progress=True))
+        cells = [f"{100 * scores[k]:>13.1f}%" if k in scores and "bleu" not in k else
+                 (f"{scores[k]:>14.1f}" if k in scores else f"{'-':>14}")
+                 for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")]
+        print(f"{split:<12} " + " ".join(cells), flush=True)
+        results += eval_results(scores, split)
+    if not args.no_card:
+        add_eval_results(directory, results, model=model)
+        print(f"results written to {directory / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
