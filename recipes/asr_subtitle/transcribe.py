@@ -1,0 +1,254 @@
+"""Transcribe and subtitle audio of any length with an ASR + subtitling model.
+
+Long-form, buffered CTC (as OWSM-CTC's ``decode_long_batched_buffered`` and NeMo's buffered CTC):
+the file is read in windows of ``chunk_s`` plus ``context_s`` on both sides, a batch of windows is
+encoded at once, and only each window's centre frames are kept; greedy CTC over the stitched frames
+gives tokens with frame times. Audio is streamed from disk window by window and only one byte per
+frame is kept, so memory is bounded by the chunk size, not the file length. Words are split into
+segments at pauses; each segment's subtitle comes from the subtitle head run on that segment's
+audio (batched), with the segment's CTC times as cue times.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from zoo.data.audio import check_waveform, load_audio
+from zoo.subtitles import CueOptions, Word, write_transcript
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LongFormOptions:
+    chunk_s: float = 16.0        # centre part of each window (kept)
+    context_s: float = 2.0       # audio on each side of the centre, seen but not kept
+    batch_size: int = 8          # windows encoded at once
+    max_pause_s: float = 0.45    # a silence longer than this between words ends a segment
+    segment_pad_s: float = 0.15  # audio kept around a segment for its subtitle decoding
+    subtitle_batch: int = 8
+
+
+class AudioSource:
+    """Random access to a mono signal at ``sample_rate``: streamed from a file at that rate, otherwise
+    loaded whole (and resampled, logged) — only files at a foreign rate are held in memory."""
+
+    def __init__(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int,
+                 audio_sample_rate: int | None = None):
+        self.sample_rate, self.file, self.wav = sample_rate, None, None
+        if isinstance(audio, (str, Path)):
+            info = _info(audio)
+            if info.samplerate == sample_rate:
+                self.file, self.length, self.channels = str(audio), info.frames, info.channels
+                if info.channels > 1:
+                    log.info("%s: %d channels, averaged to mono", audio, info.channels)
+                if info.frames == 0:
+                    raise ValueError(f"{audio}: the file holds no samples; pass a recording with speech")
+            else:
+                self.wav = load_audio(audio, sample_rate)
+        else:
+            if audio_sample_rate is None:
+                raise ValueError("in-memory audio needs audio_sample_rate=...; pass the rate it was recorded at")
+            self.wav = check_waveform(torch.as_tensor(audio), audio_sample_rate, sample_rate)
+        if self.wav is not None:
+            self.length = len(self.wav)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Samples [start, stop), zero outside the signal."""
+        lo, hi = max(start, 0), min(stop, self.length)
+        if self.wav is not None:
+            piece = self.wav[lo:hi]
+        else:
+            with sf.SoundFile(self.file) as f:
+                f.seek(lo)
+                data = f.read(hi - lo, dtype="float32", always_2d=True)
+            if not np.isfinite(data).all():
+                raise ValueError(f"{self.file}: NaN/inf samples near {lo / self.sample_rate:.2f} s; the file is corrupt")
+            piece = torch.from_numpy(data.mean(1))
+        return torch.nn.functional.pad(piece, (lo - start, stop - hi))
+
+
+def _info(path: str | Path):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such audio file")
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot read audio ({err}); convert it to WAV or FLAC") from err
+
+
+def _windows(length: int, sr: int, opts: LongFormOptions, shift_samples: int) -> Iterator[tuple[int, int]]:
+    """(centre start, centre stop) in samples, multiples of the frame shift."""
+    chunk = max(shift_samples, int(round(opts.chunk_s * sr / shift_samples)) * shift_samples)
+    for start in range(0, length, chunk):
+        yield start, min(start + chunk, length)
+
+
+@torch.no_grad()
+def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
+                      opts: LongFormOptions = LongFormOptions()) -> tuple[np.ndarray, float]:
+    """Per-frame argmax token ids (uint8/int16) of the CTC head over the whole signal, and the frame shift."""
+    ctc = model.decoders[head]
+    shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
+    sr = source.sample_rate
+    hop = int(round(shift * sr))
+    context = int(round(opts.context_s * sr / hop)) * hop
+    encoder = model.spec_decoders[head]["source"]
+    device = next(model.parameters()).device
+    windows = list(_windows(source.length, sr, opts, hop))
+    pieces: list[np.ndarray] = []
+    dtype = np.uint8 if ctc.vocab_size <= 256 else np.int32
+    for b in range(0, len(windows), opts.batch_size):
+        batch = windows[b: b + opts.batch_size]
+        audio = torch.stack([source.read(s - context, s - context + (windows[0][1] - windows[0][0]) + 2 * context)
+                             for s, _ in batch])
+        lengths = torch.tensor([min(e + context, source.length) - (s - context) for s, e in batch])
+        feats = model.encode({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, needed={encoder})
+        path = ctc.log_probs(feats[encoder]).argmax(-1).cpu()
+        for row, (s, e) in zip(path, batch):
+            first = context // hop
+            pieces.append(row[first: first + (e - s + hop - 1) // hop].numpy().astype(dtype))
+    return np.concatenate(pieces), shift
+
+
+def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0) -> list[Word]:
+    """Words with times from a best path: a word spans its first to last character emission."""
+    space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
+    words, chars, start, end, prev = [], [], None, None, blank
+    for t, tok in enumerate(path.tolist()):
+        if tok != prev and tok != blank:
+            if tok == space:
+                if chars:
+                    words.append(Word(tokenizer.decode(chars), start, end))
+                chars, start = [], None
+            else:
+                chars.append(tok)
+                start = t * shift if start is None else start
+                end = (t + 1) * shift
+        elif tok == prev and tok not in (blank, space) and chars:
+            end = (t + 1) * shift
+        prev = tok
+    if chars:
+        words.append(Word(tokenizer.decode(chars), start, end))
+    return words
+
+
+def split_segments(words: Sequence[Word], max_pause_s: float) -> list[list[Word]]:
+    segments: list[list[Word]] = []
+    for w in words:
+        if segments and w.start - segments[-1][-1].end <= max_pause_s:
+            segments[-1].append(w)
+        else:
+            segments.append([w])
+    return segments
+
+
+@torch.no_grad()
+def subtitle_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "subtitle",
+                      opts: LongFormOptions = LongFormOptions()) -> list[str]:
+    """Decode the subtitle head on each segment's audio, a batch of segments at a time."""
+    from recipes.asr_subtitle.evaluate import decoding_options
+
+    sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
+    options = decoding_options(model.spec_decoders[head]["type"])
+    device = next(model.parameters()).device
+    texts = []
+    for b in range(0, len(segments), opts.subtitle_batch):
+        spans = [(int(seg[0].start * sr) - pad, int(seg[-1].end * sr) + pad) for seg in segments[b: b + opts.subtitle_batch]]
+        clips = [source.read(s, e) for s, e in spans]
+        audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+        lengths = torch.tensor([len(c) for c in clips])
+        out = model.generate({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, heads=head,
+                             options={head: options})
+        texts += [h.text for h in out[head]]
+    return texts
+
+
+def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt",), name: str | None = None,
+               cue_options: CueOptions = CueOptions(), opts: LongFormOptions = LongFormOptions(),
+               audio_sample_rate: int | None = None, plot: bool = False) -> dict[str, list[Path]]:
+    """Write ``<name>.verbatim.<fmt>`` and, when the model has a subtitle head, ``<name>.subtitle.<fmt>``."""
+    if "verbatim" not in model.decoders or model.spec_decoders["verbatim"]["type"] != "ctc":
+        raise ValueError("long-form transcription needs a CTC 'verbatim' head for timing; "
+                         f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}")
+    model.eval()
+    sr = int(model.meta.get("sample_rate", 16000))
+    source = AudioSource(audio, sr, audio_sample_rate)
+    name = name or (Path(audio).stem if isinstance(audio, (str, Path)) else "audio")
+    path, shift = buffered_ctc_path(model, source, "verbatim", opts)
+    words = ctc_words(path, shift, model.tokenizer("verbatim"))
+    segments = split_segments(words, opts.max_pause_s)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {"verbatim": []}
+    texts = [" ".join(w.text for w in seg) for seg in segments]
+    for fmt in formats:
+        written["verbatim"].append(write_transcript(out_dir / f"{name}.verbatim.{fmt}", fmt, segments, texts, cue_options))
+    if "subtitle" in model.decoders and segments:
+        subs = subtitle_segments(model, source, segments, "subtitle", opts)
+        # one cue per segment: the subtitle words spread evenly over the segment's CTC time span
+        sub_segments = []
+        for seg, text in zip(segments, subs):
+            tokens = text.split() or [""]
+            step = (seg[-1].end - seg[0].start) / len(tokens)
+            sub_segments.append([Word(t, seg[0].start + i * step, seg[0].start + (i + 1) * step)
+                                 for i, t in enumerate(tokens)])
+        written["subtitle"] = [write_transcript(out_dir / f"{name}.subtitle.{fmt}", fmt, sub_segments, subs,
+                                                _no_gap_split(cue_options)) for fmt in formats]
+    if plot:
+        from zoo.plots import plot_alignment
+
+        seconds = min(source.length / sr, 20.0)
+        shown = [(w.text, w.start, w.end) for w in words if w.end <= seconds]
+        written["plot"] = [plot_alignment(out_dir / f"{name}.alignment.png", source.read(0, int(seconds * sr)), sr,
+                                          shown, title=f"{name}: first {seconds:.0f} s, CTC word alignment")]
+    return written
+
+
+def _no_gap_split(options: CueOptions) -> CueOptions:
+    return CueOptions(options.max_line_width, options.max_line_count, max_gap=1e9, min_duration=options.min_duration)
+
+
+def main(args) -> int:
+    from zoo.graph import ZooModel
+
+    model = ZooModel.from_pretrained(args.model)
+    cue = CueOptions(max_line_width=args.max_line_width, max_line_count=args.max_line_count)
+    opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context)
+    for audio in args.audio:
+        written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot)
+        for track, paths in written.items():
+            for p in paths:
+                print(f"{track:>9}: {p}")
+    return 0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="a save_pretrained directory or a hub repo id")
+    p.add_argument("audio", nargs="+", help="audio files (any length; resampled to the model's rate if needed)")
+    p.add_argument("--format", nargs="+", default=["srt"], choices=["txt", "srt", "vtt", "json"])
+    p.add_argument("--out", default=".", help="output folder")
+    p.add_argument("--max-line-width", type=int, default=42)
+    p.add_argument("--max-line-count", type=int, default=2)
+    p.add_argument("--chunk", type=float, default=16.0, help="seconds per window centre")
+    p.add_argument("--context", type=float, default=2.0, help="seconds of context on each side")
+    p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
+
+
+def boundaries_error(srt_or_segments, reference_json: str | Path) -> dict[str, float]:
+    """Match every known utterance to the nearest cue start/end; report the errors in seconds."""
+    ref = json.loads(Path(reference_json).read_text())["segments"]
+    starts = np.array([c.start for c in srt_or_segments])
+    ends = np.array([c.end for c in srt_or_segments])
+    start_err = [float(np.min(np.abs(starts - r["start"]))) for r in ref]
+    end_err = [float(np.min(np.abs(ends - r["end"]))) for r in ref]
+    return {"start_median": float(np.median(start_err)), "end_median": float(np.median(end_err)),
+            "start_within_150ms": float(np.mean(np.array(start_err) <= 0.15)),
+            "end_within_150ms": float(np.mean(np.array(end_err) <= 0.15))}
