@@ -27,7 +27,7 @@ EVAL_RESULTS_NAME, CARD_META_NAME, CARD_NAME = "eval_results.json", "card.json",
 WEIGHTS_NAME = "model.safetensors"
 CARD_FIELDS = ("datasets", "training_data", "intended_use", "limitations", "language", "license", "repo_id")
 _DIGEST_KEY = "weights_sha256"
-_RESULT_ID = ("task_type", "dataset_name", "dataset_type", "dataset_split", "dataset_config", "metric_type")
+_RESULT_ID = ("task_type", "task_name", "dataset_name", "dataset_type", "dataset_split", "dataset_config", "metric_type")
 _EVAL_FIELDS = {f.name for f in dataclasses.fields(EvalResult)}
 _DEFAULT_USE = "Research on encoder-decoder models; not validated for production use."
 

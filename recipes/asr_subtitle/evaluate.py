@@ -32,11 +32,11 @@ def decoding_options(head_type: str, beam: int = 1, max_len: int = 200):
 
 @torch.no_grad()
 def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16, beam: int = 1,
-                    progress: bool = False) -> dict[str, list[str]]:
+                    progress: bool = False, max_len: int = 200) -> dict[str, list[str]]:
     """Hypothesis texts per head, in row order."""
     model.eval()
     dataset = SpeechTextDataset(rows, {}, label_mode="both")
-    options = {h: decoding_options(model.spec_decoders[h]["type"], beam) for h in heads}
+    options = {h: decoding_options(model.spec_decoders[h]["type"], beam, max_len) for h in heads}
     out: dict[str, list[str]] = {h: [] for h in heads}
     order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # batch similar lengths together
     texts: dict[str, dict[int, str]] = {h: {} for h in heads}
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="score only the first N utterances of each split")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-len", type=int, default=200, help="most tokens an attention decoder generates")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
 
@@ -105,14 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} has no config.json; pass --model a directory written by save_pretrained")
     model = ZooModel.from_pretrained(str(directory))
-    splits = corpus(DataConfig(root=args.corpus))
+    if args.corpus:  # an existing corpus folder: read its manifests as they are
+        splits = {split: Path(args.corpus) / f"{split}.jsonl" for split in SPLITS}
+    else:
+        splits = corpus(DataConfig())
     heads = [h for h in HEADS if h in model.decoders]
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
     for split in args.split:
         rows = load_split(splits[split])
         rows = rows[: args.limit] if args.limit else rows
-        scores = score(rows, transcribe_rows(model, rows, heads, args.batch_size, args.beam, progress=True))
+        scores = score(rows, transcribe_rows(model, rows, heads, args.batch_size, args.beam, progress=True,
+                                             max_len=args.max_len))
         cells = [f"{100 * scores[k]:>13.1f}%" if k in scores and "bleu" not in k else
                  (f"{scores[k]:>14.1f}" if k in scores else f"{'-':>14}")
                  for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")]

@@ -1,0 +1,116 @@
+"""ASR + subtitling recipe: partial labels train one branch, tokenizers travel with the model,
+long-form helpers (streamed reads, word timing, segmentation) behave."""
+import numpy as np
+import soundfile as sf
+import torch
+
+from recipes.asr_subtitle.data import SpeechTextDataset, collate
+from recipes.asr_subtitle.transcribe import AudioSource, LongFormOptions, buffered_ctc_path, ctc_words, split_segments
+from zoo import ZooModel, create_model
+from zoo.tokenizers import CharTokenizer, train_tokenizer
+
+TEXTS = [("uh the weather in paris is sunny", "The weather in Paris is sunny."),
+         ("twenty three buses are late", "23 buses are late."),
+         ("the the match starts at nine", "The match starts at 9."),
+         ("euh het regent in gent", "Het regent in Gent.")]
+
+
+def _rows(tmp_path, n=4, sr=16000):
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        wav = (0.1 * rng.standard_normal(int(sr * (2.0 + 0.25 * i)))).astype(np.float32)
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, wav, sr, subtype="PCM_16")
+        v, s = TEXTS[i % len(TEXTS)]
+        rows.append(dict(id=f"u{i}", audio_filepath=str(path), duration=len(wav) / sr, text_verbatim=v, text_subtitle=s))
+    return rows
+
+
+def _tokenizers(rows):
+    return {"verbatim": train_tokenizer([r["text_verbatim"] for r in rows]),
+            "subtitle": train_tokenizer([r["text_subtitle"] for r in rows])}
+
+
+def _tiny(kind, toks):
+    model = create_model(f"asr_{kind}_tiny", verbatim_vocab=toks["verbatim"].vocab_size,
+                         subtitle_vocab=toks["subtitle"].vocab_size, tokenizers={h: t.to_dict() for h, t in toks.items()})
+    return model
+
+
+def test_rows_with_only_verbatim_labels_train_only_the_verbatim_branch(tmp_path):
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("cascaded", toks)
+    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
+    assert set(batch["targets"]) == {"verbatim"}
+    out = model(batch)
+    out.loss.backward()
+    assert set(out.losses) == {"verbatim"}
+    assert all(p.grad is None for p in model.decoders["subtitle"].parameters())
+    assert all(p.grad is None for p in model.encoders["written"].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoders["acoustic"].parameters())
+
+
+def test_partial_labels_mark_rows_per_head(tmp_path):
+    rows = _rows(tmp_path, n=4) * 10
+    ds = SpeechTextDataset(rows, _tokenizers(rows), label_mode="partial", partial_fraction=0.6, seed=1)
+    has = np.array([[ds.labels[i]["verbatim"], ds.labels[i]["subtitle"]] for i in range(len(ds))])
+    assert has.any(1).all()                        # every row trains something
+    assert (~has[:, 0]).any() and (~has[:, 1]).any() and has.all(1).any()
+    batch = collate([ds[i] for i in range(8)])
+    for i, head in enumerate(("verbatim", "subtitle")):
+        if head in batch["targets"]:
+            assert batch["targets"][head]["present"].tolist() == has[:8, i].tolist()
+
+
+def test_saved_model_writes_text_with_its_own_tokenizers(tmp_path):
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("ctc", toks).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = ZooModel.from_pretrained(str(tmp_path / "m"))
+    batch = collate([SpeechTextDataset(rows, toks)[i] for i in range(2)])
+    a = model.generate({"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]})
+    b = loaded.generate({"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]})
+    for head in ("verbatim", "subtitle"):
+        assert [h.tokens for h in a[head]] == [h.tokens for h in b[head]]
+        assert [h.text for h in b[head]] == [toks[head].decode(h.tokens) for h in b[head]]
+
+
+def test_streamed_reads_equal_the_file(tmp_path):
+    wav = np.random.default_rng(1).uniform(-0.5, 0.5, 40000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
+    src = AudioSource(tmp_path / "a.wav", 16000)
+    assert src.wav is None  # streamed, not loaded
+    assert torch.equal(src.read(-100, 500)[:100], torch.zeros(100))
+    assert torch.allclose(src.read(1000, 2000), torch.from_numpy(wav[1000:2000]))
+    assert torch.equal(src.read(39900, 40100)[100:], torch.zeros(100))
+
+
+def test_word_times_and_segments_from_a_best_path():
+    tok = CharTokenizer(list(" abc"))
+    a, b, c, space = (tok.encode(ch)[0] for ch in "abc ")
+    # "ab" then a pause, then "c": frames of 0.04 s
+    path = np.array([0, a, a, 0, b, space, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, c, c, 0])
+    words = ctc_words(path, 0.04, tok)
+    assert [w.text for w in words] == ["ab", "c"]
+    assert words[0].start == 0.04 and abs(words[0].end - 0.20) < 1e-9
+    assert abs(words[1].start - 0.68) < 1e-9 and abs(words[1].end - 0.76) < 1e-9
+    assert [[w.text for w in s] for s in split_segments(words, 0.45)] == [["ab"], ["c"]]
+    assert len(split_segments(words, 1.0)) == 1
+
+
+def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1)
+    path, shift = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=60, context_s=0))
+    feats = model.encode({"audio": wav[None], "audio_lengths": torch.tensor([len(wav)])})
+    direct = model.decoders["verbatim"].log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+    assert shift == 0.04
+    assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
