@@ -15,7 +15,7 @@ from __future__ import annotations
 from zoo.graph import ModelSpec, Node, ZooModel
 from zoo.registry import register_model
 
-from recipes.asr_subtitle import convert_wav2vec2  # noqa: F401  (registers wav2vec2_ctc)
+from recipes.asr_subtitle import convert_wav2vec2, convert_whisper  # noqa: F401  (register wav2vec2_ctc, whisper)
 
 SIZES = {
     "tiny": dict(dim=144, layers=6, heads=4, ffn=576, written_layers=2, dec_layers=2),

@@ -1,0 +1,367 @@
+"""Autoregressive Transformer decoder (Vaswani et al., 2017, §3.1-3.2) in the pre-LN form of
+Whisper's text decoder (Radford et al., 2022, §2.2 and openai/whisper ``model.py``): token +
+position embeddings, blocks of causal self-attention, cross-attention to the encoder memory and a
+GELU MLP, a final LayerNorm and an output projection tied to the token embedding.
+
+Built for fast incremental decoding:
+
+- fused QKV projection and ``F.scaled_dot_product_attention``;
+- a static, preallocated KV cache, per layer ``(rows, heads, max_len, head_dim)``, written by index;
+- cross-attention keys/values computed once per utterance, never per beam: the beams of an
+  utterance are folded into the query axis of one cross-attention call (nothing is expanded);
+- beam reordering by ``index_select`` over the filled part of the cache, and rows that finish are
+  dropped from the active batch, so the work shrinks as the batch finishes;
+- ``DecodingOptions(compile=True)`` switches to fixed shapes (full-length masked self-attention,
+  no row dropping) and ``torch.compile``s the one-token step (CUDA graphs on GPU).
+
+A fused QKV carries a key bias where Whisper has none: it shifts every score of a query by the same
+amount, so the softmax ignores it (and its gradient is zero); conversions write zeros there.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from encoders.generic import sinusoids
+from zoo.contract import Decoder, DecoderOutput, Features, padding_mask
+from zoo.registry import register_decoder
+
+__all__ = ["DecoderDims", "DecoderState", "KVCache", "Memory", "TransformerDecoder", "transformer_decoder"]
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    vocab_size: int
+    dim: int = 256
+    heads: int = 4
+    layers: int = 4
+    ffn: int = 0                   # MLP width; 0 = 4 * dim
+    max_len: int = 448             # longest token sequence (bos + prefix + generated): the position table
+    bos_id: int = 1                # prepended in teacher forcing and decoding (Whisper: <|startoftranscript|>)
+    eos_id: int = 2                # appended to every target; ends a hypothesis
+    pad_id: int = 0                # fills ``targets['tokens']`` beyond ``lengths``
+    memory_dim: int = 0            # width of the encoder memory; 0 = dim
+    sources: int = 1               # encoders read at once: frames concatenated, each with a source embedding
+    positions: str = "sinusoidal"  # or "learned" (Whisper)
+    tie_embeddings: bool = True    # logits = x @ token_embedding.T (Whisper)
+    bias: bool = True              # biases in the projections (Whisper: yes, except the unused key bias)
+    embed_scale: bool = False      # token embeddings times sqrt(dim) (Vaswani §3.4); Whisper: no
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    eps: float = 1e-5              # LayerNorm epsilon
+
+    def __post_init__(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; pick heads dividing dim")
+        if self.positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"positions must be 'sinusoidal' or 'learned', got {self.positions!r}")
+        for name in ("bos_id", "eos_id", "pad_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name}={getattr(self, name)} is outside the vocabulary [0, {self.vocab_size})")
+
+
+
+@dataclass
+class Memory:
+    """Per-utterance cross-attention keys and values of every layer, (B, heads, T, head_dim) each."""
+
+    k: list[Tensor]
+    v: list[Tensor]
+    mask: Tensor | None  # (B, 1, 1, T) bool, True where a frame may be attended; None = all frames
+
+    def select(self, utts: Tensor) -> Memory:
+        pick = lambda t: t.index_select(0, utts)
+        return Memory([pick(k) for k in self.k], [pick(v) for v in self.v],
+                      None if self.mask is None else pick(self.mask))
+
+
+class KVCache:
+    """Static self-attention cache, per layer (rows, heads, max_len, head_dim), written by index."""
+
+    def __init__(self, layers: int, rows: int, heads: int, length: int, head_dim: int, like: Tensor):
+        shape = (rows, heads, length, head_dim)
+        self.k = [like.new_zeros(shape) for _ in range(layers)]
+        self.v = [like.new_zeros(shape) for _ in range(layers)]
+        self.filled = 0  # positions written so far (every row is at the same step)
+
+    def write(self, layer: int, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        end = start + k.shape[2]
+        if end > self.k[layer].shape[2]:
+            raise ValueError(f"KV cache holds {self.k[layer].shape[2]} positions; step needs {end}")
+        self.k[layer].narrow(2, start, k.shape[2]).copy_(k)
+        self.v[layer].narrow(2, start, v.shape[2]).copy_(v)
+        return self.k[layer].narrow(2, 0, end), self.v[layer].narrow(2, 0, end)
+
+    def select(self, rows: Tensor) -> None:
+        """Reorder (beam search) or shrink (finished rows) the batch; copies only the filled part."""
+        n = self.filled
+        for buf in (self.k, self.v):
+            for i, t in enumerate(buf):
+                if rows.numel() == t.shape[0]:
+                    t.narrow(2, 0, n).copy_(t.narrow(2, 0, n).index_select(0, rows))
+                else:
+                    new = t.new_zeros(rows.numel(), *t.shape[1:])
+                    new.narrow(2, 0, n).copy_(t.narrow(2, 0, n).index_select(0, rows))
+                    buf[i] = new
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, bias: bool, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x: Tensor, cache: KVCache | None, layer: int, start: int | Tensor) -> Tensor:
+        rows, n, dim = x.shape  # plain view/transpose: this runs ~20 times per generated token
+        q, k, v = self.qkv(x).view(rows, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        mask, causal = None, n > 1
+        if isinstance(start, Tensor):  # static shapes: write at ``start``, attend over the whole buffer
+            cache.k[layer].index_copy_(2, start.view(1), k)
+            cache.v[layer].index_copy_(2, start.view(1), v)
+            k, v = cache.k[layer], cache.v[layer]
+            mask = (torch.arange(k.shape[2], device=x.device) <= start)[None, None, None, :]
+        elif cache is not None:
+            k, v = cache.write(layer, k, v, start)
+            if causal and start > 0:  # a chunk after cached tokens: causal within the chunk
+                mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
+                causal = False
+        p = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self.out(o.transpose(1, 2).reshape(rows, n, dim))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, memory_dim: int, heads: int, bias: bool, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(memory_dim, 2 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    def project(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Memory (B, T, memory_dim) -> keys, values (B, heads, T, head_dim), once per utterance."""
+        k, v = rearrange(self.kv(memory), "b t (two h d) -> two b h t d", two=2, h=self.heads)
+        return k.contiguous(), v.contiguous()  # read at every step: keep them dense
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """x (B*R, n, dim): the R rows (beams) of each utterance become R*n queries of one call."""
+        utts, (rows, n, dim) = k.shape[0], x.shape
+        q = self.q(x).view(utts, rows // utts * n, self.heads, dim // self.heads).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.out(o.transpose(1, 2).reshape(rows, n, dim))
+
+
+class Block(nn.Module):
+    """Pre-LN: x += SelfAttn(LN x); x += CrossAttn(LN x, memory); x += MLP(LN x)."""
+
+    def __init__(self, d: DecoderDims):
+        super().__init__()
+        ffn = d.ffn or 4 * d.dim
+        self.attn_ln = nn.LayerNorm(d.dim, eps=d.eps)
+        self.attn = SelfAttention(d.dim, d.heads, d.bias, d.dropout)
+        self.cross_ln = nn.LayerNorm(d.dim, eps=d.eps)
+        self.cross = CrossAttention(d.dim, d.memory_dim or d.dim, d.heads, d.bias, d.dropout)
+        self.mlp_ln = nn.LayerNorm(d.dim, eps=d.eps)
+        self.fc1, self.fc2 = nn.Linear(d.dim, ffn, bias=d.bias), nn.Linear(ffn, d.dim, bias=d.bias)
+        self.drop = nn.Dropout(d.dropout)
+
+    def forward(self, x, k, v, mask, cache, layer, start):
+        drop = self.drop if self.training and self.drop.p > 0 else (lambda t: t)  # no module call at inference
+        x = x + drop(self.attn(self.attn_ln(x), cache, layer, start))
+        x = x + drop(self.cross(self.cross_ln(x), k, v, mask))
+        return x + drop(self.fc2(F.gelu(self.fc1(self.mlp_ln(x)))))
+
+
+class TransformerDecoder(Decoder):
+    """Teacher-forced training (bos prefix, eos suffix, label smoothing) and cached decoding.
+
+    targets: ``tokens`` (B, L) long padded with ``pad_id`` and ``lengths`` (B,), without bos/eos.
+    """
+
+    label_keys = ("tokens", "lengths")
+
+    def __init__(self, dims: DecoderDims):
+        super().__init__()
+        self.dims = d = dims
+        self.embed = nn.Embedding(d.vocab_size, d.dim)
+        nn.init.normal_(self.embed.weight, std=d.dim ** -0.5)  # unit-scale logits through the tied projection
+        if d.positions == "learned":
+            self.pos = nn.Parameter(torch.randn(d.max_len, d.dim) * 0.01)
+        else:
+            self.register_buffer("pos", sinusoids(d.max_len, d.dim), persistent=False)
+        mem_dim = d.memory_dim or d.dim
+        self.source_embed = nn.Parameter(torch.zeros(d.sources, mem_dim)) if d.sources > 1 else None
+        self.blocks = nn.ModuleList(Block(d) for _ in range(d.layers))
+        self.ln = nn.LayerNorm(d.dim, eps=d.eps)
+        self.head = None if d.tie_embeddings else nn.Linear(d.dim, d.vocab_size, bias=False)
+        self.drop = nn.Dropout(d.dropout)
+        self.scale = math.sqrt(d.dim) if d.embed_scale else 1.0
+        self._compiled = None
+
+    # --- the network --------------------------------------------------------------------------
+    def memory(self, memory: Features | Sequence[Features]) -> Memory:
+        """Project the encoder memory (one Features, or ``sources`` of them) to per-layer keys/values."""
+        x, mask = self._concat_sources(memory)
+        kv = [block.cross.project(x) for block in self.blocks]
+        return Memory([k for k, _ in kv], [v for _, v in kv], mask)
+
+    def _concat_sources(self, memory) -> tuple[Tensor, Tensor | None]:
+        d = self.dims
+        feats = list(memory) if isinstance(memory, (list, tuple)) else [memory]
+        if len(feats) != d.sources:
+            raise ValueError(f"decoder built for sources={d.sources} encoder(s) got {len(feats)}; "
+                             f"set sources={len(feats)} in the decoder node")
+        want = d.memory_dim or d.dim
+        for f in feats:
+            if not isinstance(f, Features):
+                raise TypeError(f"memory must be zoo.contract.Features, got {type(f).__name__}")
+            if f.x.dim() != 3 or f.x.shape[-1] != want:
+                raise ValueError(f"memory of shape {tuple(f.x.shape)} does not match memory_dim={want}; "
+                                 "set memory_dim to the encoder's out_dim")
+        xs = [f.x if self.source_embed is None else f.x + self.source_embed[i] for i, f in enumerate(feats)]
+        if all(f.lengths is None for f in feats):
+            return torch.cat(xs, 1), None
+        keep = torch.cat([~padding_mask(f.lengths, f.x.shape[1], f.x.device, f.x.shape[0]).to(f.x.device)
+                          for f in feats], 1)
+        return torch.cat(xs, 1), keep[:, None, None, :]
+
+    def logits(self, x: Tensor) -> Tensor:
+        x = self.ln(x)
+        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
+
+    def forward_tokens(self, tokens: Tensor, mem: Memory, cache: KVCache | None = None, start: int | Tensor = 0,
+                       last_only: bool = False) -> Tensor:
+        """Logits (N, n, V) of ``tokens`` (N, n) at positions ``start..start+n``; N = utterances x rows."""
+        n = tokens.shape[1]
+        if isinstance(start, Tensor):
+            pos = self.pos.index_select(0, start.view(1))
+        else:
+            if start + n > self.dims.max_len:
+                raise ValueError(f"sequence of {start + n} tokens exceeds max_len={self.dims.max_len}; "
+                                 "shorten it or build the decoder with a larger max_len")
+            pos = self.pos[start:start + n]
+        x = self.drop(self.embed(tokens) * self.scale + pos.to(self.embed.weight.dtype))
+        for i, block in enumerate(self.blocks):
+            x = block(x, mem.k[i], mem.v[i], mem.mask, cache, i, start)
+        return self.logits(x[:, -1:] if last_only else x)
+
+    def forward(self, memory: Features | Sequence[Features], targets: dict[str, Tensor]) -> DecoderOutput:
+        inputs, labels = self.teacher_forcing(targets)
+        logits = self.forward_tokens(inputs, self.memory(memory))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                               label_smoothing=self.dims.label_smoothing)
+        return DecoderOutput(loss, logits, {"tokens": (labels != -100).sum()})
+
+    def teacher_forcing(self, targets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``[bos] + tokens`` as inputs and ``tokens + [eos]`` (-100 beyond) as labels, both (B, L+1)."""
+        if "tokens" not in targets or "lengths" not in targets:
+            raise KeyError(f"targets need 'tokens' (B, L) and 'lengths' (B,); got keys {sorted(targets)}")
+        tokens, lengths = targets["tokens"].long(), targets["lengths"].long().to(targets["tokens"].device)
+        d = self.dims
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= d.vocab_size):
+            raise ValueError(f"target token ids must lie in [0, {d.vocab_size}); got [{int(tokens.min())}, "
+                             f"{int(tokens.max())}] (use pad_id={d.pad_id}, not -100, for padding)")
+        if tokens.shape[1] + 1 > d.max_len:
+            raise ValueError(f"targets of {tokens.shape[1]} tokens + bos exceed max_len={d.max_len}")
+        bos = tokens.new_full((tokens.shape[0], 1), d.bos_id)
+        inputs = torch.cat([bos, tokens], 1)
+        steps = torch.arange(tokens.shape[1] + 1, device=tokens.device)[None]
+        labels = torch.cat([tokens, tokens.new_full((tokens.shape[0], 1), d.pad_id)], 1)
+        labels = labels.masked_fill(steps == lengths[:, None], d.eos_id).masked_fill(steps > lengths[:, None], -100)
+        return inputs, labels
+
+    # --- decoding -----------------------------------------------------------------------------
+    def state(self, memory: Features | Sequence[Features], max_tokens: int, use_cache: bool = True,
+              compile: bool = False) -> DecoderState:
+        return DecoderState(self, self.memory(memory), max_tokens, use_cache, compile)
+
+    @torch.no_grad()
+    def decode(self, memory: Features | Sequence[Features], options: Any = None):
+        """Greedy (``beam_size=1``), sampling (``temperature>0``) or beam search; see ``decoders.search``."""
+        from decoders.search import decode
+
+        return decode(self, memory, options)
+
+    def compiled_step(self):
+        if self._compiled is None:
+            cuda = self.embed.weight.is_cuda
+            self._compiled = torch.compile(self.forward_tokens, dynamic=False,
+                                           mode="reduce-overhead" if cuda else None)
+        return self._compiled
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.dims).items())
+
+
+class DecoderState:
+    """One batch being decoded: rows are utterance-major (row = utterance * R + r) with the same
+    number R of rows (beams) per utterance. ``step`` feeds new tokens, returns last-position logits;
+    ``select`` reorders rows (beams) and/or keeps a subset of utterances."""
+
+    def __init__(self, decoder: TransformerDecoder, mem: Memory, max_tokens: int, use_cache: bool, compile: bool):
+        if max_tokens > decoder.dims.max_len:
+            raise ValueError(f"decoding {max_tokens} tokens exceeds the decoder's max_len={decoder.dims.max_len}; "
+                             "lower DecodingOptions.max_len")
+        self.decoder, self.mem, self.max_tokens = decoder, mem, max_tokens
+        self.use_cache, self.static = use_cache, compile and use_cache
+        self.cache: KVCache | None = None
+        self.history: Tensor | None = None  # every fed token, when decoding without a cache
+        self.length = 0
+
+    @property
+    def can_shrink(self) -> bool:
+        """Whether finished utterances may leave the batch (not under compile's fixed shapes)."""
+        return not self.static
+
+    @property
+    def utterances(self) -> int:
+        return self.mem.k[0].shape[0]
+
+    def step(self, tokens: Tensor) -> Tensor:
+        d = self.decoder
+        if not self.use_cache:
+            self.history = tokens if self.history is None else torch.cat([self.history, tokens], 1)
+            self.length = self.history.shape[1]
+            return d.forward_tokens(self.history, self.mem, last_only=True)[:, -1]
+        if self.cache is None:
+            dims = d.dims
+            self.cache = KVCache(dims.layers, tokens.shape[0], dims.heads, self.max_tokens,
+                                 dims.dim // dims.heads, d.embed.weight)
+        if self.static and tokens.shape[1] == 1:
+            start = torch.tensor(self.length, device=tokens.device)
+            out = d.compiled_step()(tokens, self.mem, self.cache, start, True)[:, -1]
+        else:
+            out = d.forward_tokens(tokens, self.mem, self.cache, self.length, last_only=True)[:, -1]
+        self.length += tokens.shape[1]
+        self.cache.filled = self.length
+        return out
+
+    def select(self, rows: Tensor, utts: Tensor | None = None) -> None:
+        """Keep ``rows`` (indices of current rows, utterance-major) and, when given, ``utts``."""
+        if utts is not None:
+            self.mem = self.mem.select(utts)
+        if self.cache is not None:
+            self.cache.select(rows)
+        if self.history is not None:
+            self.history = self.history.index_select(0, rows)
+
+
+@register_decoder(task="text", modality="text")
+def transformer_decoder(vocab_size: int, dim: int = 256, heads: int = 4, layers: int = 4, ffn: int = 0,
+                        max_len: int = 448, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0, memory_dim: int = 0,
+                        sources: int = 1, positions: str = "sinusoidal", tie_embeddings: bool = True,
+                        bias: bool = True, embed_scale: bool = False, dropout: float = 0.0,
+                        label_smoothing: float = 0.0, eps: float = 1e-5) -> TransformerDecoder:
+    """Pre-LN autoregressive Transformer decoder with cross-attention, static KV cache and beam search."""
+    return TransformerDecoder(DecoderDims(vocab_size, dim, heads, layers, ffn, max_len, bos_id, eos_id, pad_id,
+                                          memory_dim, sources, positions, tie_embeddings, bias, embed_scale,
+                                          dropout, label_smoothing, eps))
