@@ -14,14 +14,6 @@ from zoo.contract import Features
 from zoo.registry import create_decoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops: one thread is faster and avoids oversubscribing a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def head_with_logits(logits: torch.Tensor, lengths=None, shift=None) -> tuple[CTCHead, Features]:
     """A head whose projection is the identity, so memory.x are the logits."""

@@ -18,13 +18,6 @@ from zoo.registry import MODELS
 SMALL = dict(dim=16, layers=1, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def toy(seed: int = 0) -> ZooModel:
     torch.manual_seed(seed)

@@ -33,13 +33,6 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _args(out: Path) -> list[str]:
     # 96 rows / micro-batch 8 = 12 micro-batches = 6 updates per epoch: checkpoints fall mid-epoch;

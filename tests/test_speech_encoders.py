@@ -14,14 +14,6 @@ from zoo.graph import ModelSpec, Node
 from zoo.registry import create_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops: one thread is faster and avoids oversubscribing a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = dict(dim=32, layers=2, heads=4, ffn=64, n_mels=40, dropout=0.0)
 

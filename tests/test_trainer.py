@@ -15,13 +15,6 @@ from zoo.registry import create_model
 from zoo.train import TrainConfig, Trainer, lr_lambda, seed_everything
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def quiet(tmp_path, **kw) -> TrainConfig:
     return TrainConfig(out_dir=str(tmp_path), progress=False, tensorboard=False, **kw)

@@ -15,13 +15,6 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
             num_conv_pos_embedding_groups=2, vocab_size=12)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def hf_ctc(**overrides):
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
