@@ -65,6 +65,23 @@ def build_tokenizers(rows: Sequence[dict], cfg: ModelConfig) -> dict:
     return {"verbatim": verbatim, "subtitle": subtitle}
 
 
+def ctc_alignable(rows: Sequence[dict], tokenizer, frame_shift_s: float, margin: float = 0.9) -> list[dict]:
+    """Rows whose verbatim tokens (plus a blank between repeats) fit in ``margin`` of the CTC frames.
+
+    Fast eSpeak speech can pack more characters than 4x-subsampled frames (25 per second); CTC cannot
+    align those, so they are left out of training (ESPnet and NeMo filter by the same ratio)."""
+    kept = []
+    for row in rows:
+        ids = tokenizer.encode(row["text_verbatim"])
+        need = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+        if need <= margin * row["duration"] / frame_shift_s:
+            kept.append(row)
+    if len(kept) < len(rows):
+        print(f"left out {len(rows) - len(kept)} of {len(rows)} training utterances whose verbatim text is "
+              f"too long for CTC at {frame_shift_s * 1000:.0f} ms per frame", flush=True)
+    return kept
+
+
 def build_model(cfg: ModelConfig, tokenizers: dict):
     return create_model(f"asr_{cfg.kind}_{cfg.size}", verbatim_vocab=tokenizers["verbatim"].vocab_size,
                         subtitle_vocab=tokenizers["subtitle"].vocab_size,
@@ -79,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizers = build_tokenizers(train_rows, cfg.model)
     model = build_model(cfg.model, tokenizers)
     heads = [h for h in HEADS if h in model.decoders]
+    if any(model.spec_decoders[h]["type"] == "ctc" for h in heads):
+        train_rows = ctc_alignable(train_rows, tokenizers["verbatim"], model.meta["frame_shift_s"])
     dataset = SpeechTextDataset(train_rows, {h: tokenizers[h] for h in heads}, label_mode=cfg.data.label_mode,
                                 seed=cfg.data.seed)
     sampler = BucketingSampler([r["duration"] for r in train_rows], cfg.data.max_duration,
