@@ -212,3 +212,6 @@ def dprnn_tasnet(
     masker = {"B": B, "H": H, "K": K, "R": R, "mask_act": mask_act}
     spec = tasnet_spec("dprnn", masker, n_src, N, L, encoder_activation, condition_dim, "dprnn_tasnet")
     return _build(spec, sample_rate, n_src, False)
+
+
+from recipes.separation import query_presets  # noqa: E402,F401  (registers query_tasnet_tiny)
