@@ -106,3 +106,14 @@ def test_spec_round_trips_through_config():
     rebuilt = ZooModel(**model._hub_mixin_config)
     assert rebuilt.spec_encoders == model.spec_encoders and rebuilt.spec_decoders == model.spec_decoders
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_an_encoder_may_share_its_name_with_the_batch_key_it_reads():
+    model = ModelSpec(
+        encoders={"signal": Node("mlp_encoder", input="signal", in_dim=8, dim=16),
+                  "context": Node("transformer_encoder", input="signal", in_dim=16, dim=16, layers=1, heads=2)},
+        decoders={"majority": Node("sequence_classifier", source="context", in_dim=16, num_classes=4)},
+    ).build()
+    assert model.inputs() == ["signal"] and model.order == ["signal", "context"]
+    batch = collate([ToySequences(3, seed=2)[i] for i in range(3)])
+    assert model(batch).losses["majority"].isfinite()

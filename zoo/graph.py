@@ -124,7 +124,7 @@ class ZooModel(
     # --- running the graph -------------------------------------------------------------------
     def inputs(self) -> list[str]:
         """Batch keys the graph reads (modalities and conditions)."""
-        keys = {c["input"] for c in self.spec_encoders.values() if c["input"] not in self.spec_encoders}
+        keys = {c["input"] for n, c in self.spec_encoders.items() if _upstream(self.spec_encoders, n) is None}
         keys |= {k for c in self.spec_encoders.values() for k in c.get("conditions", [])}
         return sorted(keys)
 
@@ -136,9 +136,9 @@ class ZooModel(
             if name not in needed:
                 continue
             cfg = self.spec_encoders[name]
-            src = cfg["input"]
-            if src in feats:
-                inputs, lengths = feats[src].x, feats[src].lengths
+            src, upstream = cfg["input"], _upstream(self.spec_encoders, name)
+            if upstream is not None:
+                inputs, lengths = feats[upstream].x, feats[upstream].lengths
             else:
                 if src not in batch:
                     raise KeyError(
@@ -241,9 +241,9 @@ class ZooModel(
             if n in out:
                 continue
             out.add(n)
-            src = self.spec_encoders[n]["input"]
-            if src in self.spec_encoders:
-                stack.append(src)
+            upstream = _upstream(self.spec_encoders, n)
+            if upstream is not None:
+                stack.append(upstream)
         return out
 
     # --- hub: strict, safe loading -----------------------------------------------------------
@@ -323,7 +323,7 @@ def _topological_order(encoders: dict[str, dict[str, Any]]) -> list[str]:
         if "input" not in encoders[n]:
             raise ValueError(f"encoder '{n}' has no 'input' (a batch key or another encoder's name)")
         state[n] = 1
-        if encoders[n]["input"] in encoders:
+        if _upstream(encoders, n) is not None:
             visit(encoders[n]["input"], path + [n])
         state[n] = 2
         order.append(n)
@@ -331,6 +331,13 @@ def _topological_order(encoders: dict[str, dict[str, Any]]) -> list[str]:
     for n in encoders:
         visit(n, [])
     return order
+
+
+def _upstream(encoders: dict[str, dict[str, Any]], name: str) -> str | None:
+    """The encoder that ``name`` is cascaded on, or None when its input is a batch key. An encoder may
+    share its name with the batch key it reads (``"audio"`` reading ``batch["audio"]``)."""
+    src = encoders[name]["input"]
+    return src if src in encoders and src != name else None
 
 
 def _count(module: nn.Module) -> int:
