@@ -52,7 +52,7 @@ class DecodingOptions:
     groups: int = 1                        # diverse beam search: beam groups
     diversity: float = 0.0                 # Hamming diversity strength, must be > 0 when groups > 1
     ctc_weight: float = 0.0                # joint CTC/attention scoring (ctc_attention decoders)
-    draft: Any = None                      # reserved for speculative decoding
+    draft: Any = None                      # a drafter: speculative greedy (decoders.speculative)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -70,8 +70,13 @@ class DecodingOptions:
                              "set e.g. diversity=0.5")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight}")
-        if self.draft is not None:
-            raise ValueError("draft (speculative decoding) is reserved and not available yet; leave it None")
+        if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
+            if not callable(getattr(self.draft, "propose", None)):
+                raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.speculative: MedusaHeads, "
+                                 f"EarlyExitDrafter, CopyDrafter), got {type(self.draft).__name__}")
+            if self.beam_size > 1 or self.temperature > 0 or self.compile or not self.use_cache:
+                raise ValueError("draft (speculative decoding) is greedy only: set beam_size=1, temperature=0, "
+                                 "compile=False, use_cache=True")
 
 
 def length_norm(length: int, penalty: float | None) -> float:
@@ -294,7 +299,11 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     device = decoder.embed.weight.device
     prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
     token_filter = TokenFilter(options, d.eos_id, d.vocab_size, device)
-    if options.beam_size == 1 and scorer is None:
+    if options.draft is not None and scorer is None:
+        from decoders.speculative import SpeculativeGreedy
+
+        strategy = SpeculativeGreedy(options, d.eos_id, token_filter, options.draft)
+    elif options.beam_size == 1 and scorer is None:
         strategy = GreedySearch(options, d.eos_id, token_filter)
     else:
         strategy = BeamSearch(options, d.eos_id, token_filter, scorer)

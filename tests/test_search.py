@@ -149,7 +149,7 @@ def test_bad_options_fail_clearly():
         DecodingOptions(beam_size=3, groups=2, diversity=1.0)
     with pytest.raises(ValueError, match="diversity > 0"):
         DecodingOptions(beam_size=4, groups=2)
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(ValueError, match="propose"):
         DecodingOptions(draft=object())
     dec, mem = random_decoder(), memory()
     with pytest.raises(ValueError, match="outside the vocabulary"):

@@ -1,0 +1,386 @@
+"""Lossless speculative greedy decoding for encoder-decoder models (draft, then verify in one pass).
+
+Leviathan et al., 2023 ("Fast Inference from Transformers via Speculative Decoding", §2.3, the greedy
+case): a drafter proposes ``k`` tokens per row; the decoder scores ``[last, d1..dk]`` in ONE forward
+pass over its cached prefix; a row keeps the longest prefix of drafts equal to the decoder's own
+argmax plus the decoder's next token, so the output is exactly plain greedy's. Batched: every row has
+its own cache length (positions are written per row, attention masked per row), so rows accept
+different lengths, end at different steps and then leave the batch.
+
+Drafters:
+
+- :class:`MedusaHeads` (Cai et al., 2024, "Medusa", §2.1.1 and §2.2 Medusa-1): K residual heads on the
+  frozen decoder's last hidden state, head i predicting the token i+1 places after the next one;
+  their drafts for the next round come out of this round's verification pass for free.
+- :class:`EarlyExitDrafter` (Liu et al., 2024, "Kangaroo", §3.1-3.2): the decoder's first layers plus
+  a small adapter and the shared LayerNorm + output projection; drafting stops early when every row's
+  confidence drops below ``stop_below`` (Kangaroo's second early exit). Kangaroo's adapter is one
+  attention layer; ours is a residual MLP, so the drafter needs no cache beyond the shallow layers
+  it shares with the decoder (verification overwrites them).
+- :class:`CopyDrafter` (Dumitru et al., 2024, "CopySpec", §3): find the last generated characters in a
+  reference text of the same input (e.g. the verbatim hypothesis when decoding the subtitle) and
+  propose what followed them. Token ids of the two heads differ, so it maps through text: the
+  reference is decoded with its tokenizer, the continuation encoded with the target's.
+
+``decode(decoder, memory, DecodingOptions(draft=drafter))`` routes greedy decoding here;
+:func:`speculative_decode` also returns acceptance statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.contract import Features, Hypothesis
+
+__all__ = ["CopyDrafter", "DraftContext", "Drafter", "EarlyExitDrafter", "MedusaHeads", "RowCache",
+           "SpeculativeGreedy", "speculative_decode", "teacher_hidden", "train_drafter"]
+
+
+class RowCache:
+    """Self-attention KV cache with one length per row: (rows, heads, capacity, head_dim) per layer."""
+
+    def __init__(self, layers: int, rows: int, heads: int, capacity: int, head_dim: int, like: Tensor):
+        shape = (rows, heads, capacity, head_dim)
+        self.k = [like.new_zeros(shape) for _ in range(layers)]
+        self.v = [like.new_zeros(shape) for _ in range(layers)]
+
+    def write(self, layer: int, k: Tensor, v: Tensor, pos: Tensor) -> None:
+        """k, v (rows, heads, n, head_dim) at positions ``pos`` (rows, n)."""
+        index = pos[:, None, :, None].expand_as(k)
+        self.k[layer].scatter_(2, index, k)
+        self.v[layer].scatter_(2, index, v)
+
+    def select(self, rows: Tensor) -> None:
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+
+
+def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: int | None = None) -> Tensor:
+    """Hidden states (rows, n, dim) of ``tokens`` (rows, n) at per-row positions ``pos`` (rows, n), through
+    the first ``layers`` blocks (all by default); writes their keys/values into ``cache``. Inference only."""
+    rows, n = tokens.shape
+    span = int(pos.max()) + 1
+    if span > dec.dims.max_len:
+        raise ValueError(f"position {span - 1} exceeds the decoder's max_len={dec.dims.max_len}")
+    x = dec.embed(tokens) * dec.scale + dec.pos[pos].to(dec.embed.weight.dtype)
+    mask = (torch.arange(span, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # (rows,1,n,span)
+    for i, block in enumerate(dec.blocks[: dec.dims.layers if layers is None else layers]):
+        a, dim = block.attn, x.shape[-1]
+        q, k, v = a.qkv(block.attn_ln(x)).view(rows, n, 3, a.heads, dim // a.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        cache.write(i, k, v, pos)
+        o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :span], cache.v[i][:, :, :span], attn_mask=mask)
+        x = x + a.out(o.transpose(1, 2).reshape(rows, n, dim))
+        x = x + block.cross(block.cross_ln(x), mem.k[i], mem.v[i], mem.mask)
+        x = x + block.fc2(F.gelu(block.fc1(block.mlp_ln(x))))
+    return x
+
+
+@dataclass
+class DraftContext:
+    """What a drafter may read. Rows are the active rows; ``rows`` maps them to the original batch."""
+
+    decoder: nn.Module
+    mem: object                      # decoders.transformer_decoder.Memory of the active rows
+    cache: RowCache
+    rows: Tensor                     # (R,) original row of each active row
+    lengths: Tensor                  # (R,) cached positions per row (``last`` is not cached yet)
+    last: Tensor                     # (R,) newest generated token
+    hidden: Tensor                   # (R, dim) final hidden state (before LayerNorm) that predicted ``last``
+    generated: list[list[int]]       # per original row: generated tokens so far, ``last`` included
+    max_draft: int                   # the most draft tokens this round may use
+
+
+class Drafter(Protocol):
+    k: int
+
+    def propose(self, ctx: DraftContext) -> Tensor:
+        """(R, <= ctx.max_draft) proposed token ids following ``ctx.last``."""
+
+
+# --- drafters ---------------------------------------------------------------------------------------
+class ResBlock(nn.Module):
+    """Medusa's head block: x + SiLU(W x + b), W zero-initialised so a fresh head copies the decoder."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + F.silu(self.linear(x))
+
+
+class MedusaHeads(nn.Module):
+    """Medusa-1 heads on a frozen decoder: head i (0-based) predicts the token i+2 places after the
+    hidden state's position (the decoder itself predicts i=-1). Each head: residual blocks + its own
+    output projection initialised from the decoder's (Cai et al., 2024, §2.1.1)."""
+
+    def __init__(self, decoder: nn.Module, heads: int = 4, layers: int = 1):
+        super().__init__()
+        d = decoder.dims
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        self.k, self.dim, self.vocab = heads, d.dim, d.vocab_size
+        w = decoder.embed.weight if decoder.head is None else decoder.head.weight
+        self.blocks = nn.ModuleList(nn.Sequential(*[ResBlock(d.dim) for _ in range(layers)]) for _ in range(heads))
+        self.out = nn.ModuleList(nn.Linear(d.dim, d.vocab_size, bias=False) for _ in range(heads))
+        with torch.no_grad():
+            for lin in self.out:
+                lin.weight.copy_(w)
+
+    def forward(self, decoder: nn.Module, hidden: Tensor) -> Tensor:
+        """hidden (..., dim) before the decoder's final LayerNorm -> logits (..., heads, vocab)."""
+        h = decoder.ln(hidden)
+        return torch.stack([out(block(h)) for block, out in zip(self.blocks, self.out)], -2)
+
+    @torch.no_grad()
+    def propose(self, ctx: DraftContext) -> Tensor:
+        return self(ctx.decoder, ctx.hidden)[:, : ctx.max_draft].argmax(-1)
+
+    def loss(self, decoder: nn.Module, memory, targets: dict[str, Tensor]) -> Tensor:
+        hidden, labels, _ = teacher_hidden(decoder, memory, targets)
+        logits = self(decoder, hidden[-1])                   # (B, L, K, V)
+        losses = []
+        for i in range(self.k):
+            shifted = F.pad(labels[:, i + 1:], (0, i + 1), value=-100)  # head i at p predicts labels[p + i + 1]
+            losses.append(F.cross_entropy(logits[:, :, i].flatten(0, 1).float(), shifted.flatten(), ignore_index=-100))
+        return torch.stack(losses).mean()
+
+
+class EarlyExitDrafter(nn.Module):
+    """Kangaroo self-draft: the decoder's first ``exit_layer`` blocks + adapter + shared LN/projection."""
+
+    def __init__(self, decoder: nn.Module, exit_layer: int = 1, k: int = 4, stop_below: float = 0.0):
+        super().__init__()
+        d = decoder.dims
+        if not 1 <= exit_layer < d.layers:
+            raise ValueError(f"exit_layer must lie in [1, {d.layers - 1}] for a {d.layers}-layer decoder, got {exit_layer}")
+        self.exit_layer, self.k, self.stop_below = exit_layer, k, stop_below
+        self.ln = nn.LayerNorm(d.dim, eps=d.eps)
+        self.fc1, self.fc2 = nn.Linear(d.dim, d.dim), nn.Linear(d.dim, d.dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def adapt(self, x: Tensor) -> Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.ln(x))))
+
+    @torch.no_grad()
+    def propose(self, ctx: DraftContext) -> Tensor:
+        dec, tok, out = ctx.decoder, ctx.last, []
+        for j in range(min(self.k, ctx.max_draft)):
+            x = run_layers(dec, tok[:, None], ctx.mem, ctx.cache, ctx.lengths[:, None] + j, self.exit_layer)
+            probs = dec.logits(self.adapt(x[:, -1])).float().softmax(-1)
+            conf, tok = probs.max(-1)
+            out.append(tok)
+            if bool((conf < self.stop_below).all()):
+                break
+        return torch.stack(out, 1) if out else ctx.last.new_zeros(ctx.last.shape[0], 0)
+
+    def loss(self, decoder: nn.Module, memory, targets: dict[str, Tensor]) -> Tensor:
+        """Kangaroo §3.2: the draft's cross-entropy against the full decoder's distribution, less that
+        distribution's entropy (a constant), i.e. KL(full || draft): zero when the draft matches."""
+        hidden, labels, final = teacher_hidden(decoder, memory, targets)
+        draft = decoder.logits(self.adapt(hidden[self.exit_layer - 1])).float().log_softmax(-1)
+        full = final.float().log_softmax(-1)
+        return (full.exp() * (full - draft)).sum(-1)[labels != -100].mean()
+
+
+class CopyDrafter:
+    """CopySpec drafts from a reference text per row: the last ``max_match``..``min_match`` generated
+    characters are searched in the reference (case-insensitively, from the last match on, then
+    anywhere) and the text after them is encoded with ``tokenizer`` (the target head's)."""
+
+    def __init__(self, references: Sequence[str], tokenizer, k: int = 8, min_match: int = 2, max_match: int = 12):
+        if not 1 <= min_match <= max_match:
+            raise ValueError(f"need 1 <= min_match <= max_match, got {min_match}, {max_match}")
+        self.refs, self.tok, self.k = list(references), tokenizer, k
+        self.min_match, self.max_match = min_match, max_match
+        self.cursor = [0] * len(self.refs)
+
+    @classmethod
+    def from_hypotheses(cls, hyps: Sequence[Hypothesis], source_tokenizer, target_tokenizer, **kw) -> "CopyDrafter":
+        """References from another head's hypotheses, decoded with that head's tokenizer."""
+        return cls([source_tokenizer.decode(h.tokens) for h in hyps], target_tokenizer, **kw)
+
+    def continuation(self, row: int, text: str) -> str:
+        ref = self.refs[row]
+        low, text = ref.lower(), text.lower()
+        if not text:
+            return ref
+        for m in range(min(self.max_match, len(text)), self.min_match - 1, -1):
+            suffix = text[-m:]
+            at = low.find(suffix, self.cursor[row])
+            at = low.find(suffix) if at < 0 else at
+            if at >= 0:
+                self.cursor[row] = at + m
+                return ref[at + m: at + m + 4 * self.k]
+        return ""
+
+    def propose(self, ctx: DraftContext) -> Tensor:
+        if len(self.refs) < int(ctx.rows.max()) + 1:
+            raise ValueError(f"CopyDrafter has {len(self.refs)} references but the batch has more rows; "
+                             "give one reference text per row")
+        width = min(self.k, ctx.max_draft)
+        out = ctx.last.new_full((ctx.rows.numel(), width), self.tok.pad_id)
+        for i, row in enumerate(ctx.rows.tolist()):
+            ids = self.tok.encode(self.continuation(row, self.tok.decode(ctx.generated[row])), strict=False)[:width]
+            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+
+# --- the search ------------------------------------------------------------------------------------
+@dataclass
+class SpecStats:
+    rounds: int = 0                  # verification passes (plus one prefix pass)
+    accepted: list[int] = field(default_factory=list)  # tokens gained per row and round (accepted drafts + 1)
+
+    @property
+    def mean_accepted(self) -> float:
+        return sum(self.accepted) / max(len(self.accepted), 1)
+
+
+class SpeculativeGreedy:
+    """Draft-and-verify greedy search; same tokens as :class:`decoders.search.GreedySearch`."""
+
+    def __init__(self, options, eos_id: int, token_filter, drafter: Drafter):
+        self.options, self.eos, self.filter, self.drafter = options, eos_id, token_filter, drafter
+        self.stats = SpecStats()
+
+    @torch.no_grad()
+    def run(self, state, prefix: Tensor, max_new: int) -> list[list[Hypothesis]]:
+        dec, mem, eos, opts = state.decoder, state.mem, self.eos, self.options
+        d, (batch, plen), device = dec.dims, prefix.shape, prefix.device
+        cache = RowCache(d.layers, batch, d.heads, d.max_len, d.dim // d.heads, dec.embed.weight)
+        x = run_layers(dec, prefix, mem, cache, torch.arange(plen, device=device).expand(batch, plen))
+        logp = self.filter(dec.logits(x[:, -1]).float().log_softmax(-1), 0)
+        first = logp.argmax(-1)
+        out = [[int(t)] for t in first.tolist()]
+        sums = logp.gather(1, first[:, None]).squeeze(1).tolist()
+        done = [o[0] == eos or max_new == 1 for o in out]
+        rows = torch.arange(batch, device=device)
+        lengths = torch.full((batch,), plen, dtype=torch.long, device=device)
+        last, hidden, count = first, x[:, -1], torch.ones(batch, dtype=torch.long, device=device)
+        always, min_len = self.filter.always, opts.min_len
+        self.stats.rounds = 1
+        while True:
+            keep = torch.tensor([not done[r] for r in rows.tolist()], device=device)
+            if not bool(keep.any()):
+                break
+            if not bool(keep.all()):
+                idx = keep.nonzero().squeeze(1)
+                rows, lengths, last, hidden, count = (t.index_select(0, idx) for t in (rows, lengths, last, hidden, count))
+                mem = mem.select(idx)
+                cache.select(idx)
+            budget = min(int((max_new - count).max()) - 1, d.max_len - 1 - int(lengths.max()))
+            drafts = last.new_zeros(rows.numel(), 0)
+            if budget > 0 and getattr(self.drafter, "k", 1) > 0:
+                ctx = DraftContext(dec, mem, cache, rows, lengths, last, hidden, out, budget)
+                drafts = self.drafter.propose(ctx)[:, :budget].to(device=device, dtype=torch.long)
+            inp = torch.cat([last[:, None], drafts], 1)
+            n = inp.shape[1]
+            x = run_layers(dec, inp, mem, cache, lengths[:, None] + torch.arange(n, device=device))
+            logp = dec.logits(x).float().log_softmax(-1)
+            if always.numel():
+                logp[:, :, always] = float("-inf")
+            steps = count[:, None] + torch.arange(n, device=device)
+            if min_len > 0:
+                logp[..., eos] = logp[..., eos].masked_fill(steps < min_len, float("-inf"))
+            greedy = logp.argmax(-1)                                        # (R, n)
+            lps = logp.gather(2, greedy[..., None]).squeeze(-1)
+            accepted = (drafts == greedy[:, :-1]).long().cumprod(1).sum(1)  # drafts equal to greedy's own
+            self.stats.rounds += 1
+            g_list, lp_list, a_list, c_list = greedy.tolist(), lps.tolist(), accepted.tolist(), count.tolist()
+            for i, row in enumerate(rows.tolist()):
+                take = min(a_list[i] + 1, max_new - c_list[i])
+                new = g_list[i][:take]
+                if eos in new:
+                    take = new.index(eos) + 1
+                    new, done[row] = new[:take], True
+                out[row] += new
+                sums[row] += sum(lp_list[i][:take])
+                done[row] = done[row] or len(out[row]) >= max_new
+                self.stats.accepted.append(take)
+            lengths = lengths + accepted + 1
+            last = greedy.gather(1, accepted[:, None]).squeeze(1)
+            hidden = x[torch.arange(x.shape[0], device=device), accepted]
+            count = count + accepted + 1
+        from decoders.search import length_norm
+
+        hyps = []
+        for b in range(batch):
+            toks = out[b][: out[b].index(eos)] if eos in out[b] else out[b][:max_new]
+            pen = length_norm(min(len(toks) + 1, max_new), opts.length_penalty)
+            hyps.append([Hypothesis(toks, score=sums[b] / pen)])
+        return hyps
+
+
+@torch.no_grad()
+def speculative_decode(decoder, memory, options) -> tuple[list[Hypothesis], SpecStats]:
+    """Speculative greedy decoding with ``options.draft``; returns one Hypothesis per row and the stats."""
+    from decoders.search import TokenFilter
+
+    if options.draft is None:
+        raise ValueError("speculative_decode needs DecodingOptions(draft=<a drafter>)")
+    d = decoder.dims
+    prefix = (d.bos_id, *options.prefix)
+    max_new = options.max_len if options.max_len is not None else d.max_len - len(prefix)
+    if max_new < 1 or len(prefix) + max_new > d.max_len:
+        raise ValueError(f"prefix of {len(prefix)} tokens + max_len={max_new} exceeds the decoder's "
+                         f"max_len={d.max_len}; lower DecodingOptions.max_len")
+    state = decoder.state(memory, len(prefix) + max_new, True, False)
+    device = decoder.embed.weight.device
+    prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
+    search = SpeculativeGreedy(options, d.eos_id, TokenFilter(options, d.eos_id, d.vocab_size, device), options.draft)
+    return [h[0] for h in search.run(state, prefix_t, max_new)], search.stats
+
+
+# --- training drafters on a frozen decoder ----------------------------------------------------------
+def teacher_hidden(decoder, memory, targets: dict[str, Tensor]) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Teacher-forced hidden states after every block (pre-LN), labels and final logits, without gradient."""
+    with torch.no_grad():
+        inputs, labels = decoder.teacher_forcing(targets)
+        mem = decoder.memory(memory)
+        x = decoder.embed(inputs) * decoder.scale + decoder.pos[: inputs.shape[1]].to(decoder.embed.weight.dtype)
+        hidden = []
+        for i, block in enumerate(decoder.blocks):
+            x = block(x, mem.k[i], mem.v[i], mem.mask, None, i, 0)
+            hidden.append(x)
+        return hidden, labels, decoder.logits(x)
+
+
+def train_drafter(drafter: nn.Module, decoder: nn.Module, batches: Iterable[tuple[Features, dict]], steps: int,
+                  lr: float = 1e-3) -> list[float]:
+    """Train ``drafter.loss`` on a frozen ``decoder`` (eval mode, no gradients); returns the losses.
+    ``batches`` (a list or a re-iterable) is run over again and again: (memory, targets) pairs as the
+    decoder's ``forward`` takes them."""
+    decoder.eval()
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    params = [p for p in drafter.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    drafter.train()
+    losses = []
+    for _, (memory, targets) in zip(range(steps), forever(batches)):
+        loss = drafter.loss(decoder, memory, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    drafter.eval()
+    return losses
+
+
+def forever(batches: Iterable):
+    while True:
+        empty = True
+        for item in batches:
+            empty = False
+            yield item
+        if empty:
+            raise ValueError("no training batches (a one-shot generator is spent after one pass: pass a list "
+                             "or an object whose __iter__ starts over)")

@@ -1,0 +1,198 @@
+"""Speculative greedy decoding is lossless: token for token equal to plain greedy (fp32) for every drafter,
+random and adversarial drafts included, at batch 1 and 8 with rows accepting different lengths and ending
+at different steps; the copy drafter maps through text; Medusa / early-exit drafters train on a frozen
+decoder that stays bit-identical."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decoders.search import DecodingOptions
+from decoders.speculative import (CopyDrafter, EarlyExitDrafter, MedusaHeads, speculative_decode, train_drafter)
+from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
+from zoo.contract import Features, Hypothesis
+from zoo.graph import ModelSpec, Node
+from zoo.tokenizers import CharTokenizer
+
+VOCAB = 40
+
+
+def random_decoder(seed: int, layers: int = 2) -> TransformerDecoder:
+    """Well-spread random weights; the EOS logit follows a position direction so rows end at varied steps."""
+    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=40, tie_embeddings=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in dec.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if name.endswith("ln.weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * 1.5)
+        at = 6 + seed % 8
+        dec.head.weight[dec.dims.eos_id] = 0.6 * dec.pos[at] / dec.pos[at].norm() * dec.dims.dim ** 0.5
+    return dec.eval()
+
+
+def random_memory(seed: int, batch: int) -> Features:
+    g = torch.Generator().manual_seed(seed)
+    return Features(torch.randn(batch, 9, 32, generator=g), torch.randint(2, 10, (batch,), generator=g))
+
+
+class RandomDrafter:
+    """Adversarial: random tokens, random width."""
+
+    def __init__(self, seed: int, k: int):
+        self.g, self.k = torch.Generator().manual_seed(seed), k
+
+    def propose(self, ctx):
+        width = int(torch.randint(0, self.k + 1, (1,), generator=self.g))
+        return torch.randint(0, VOCAB, (ctx.rows.numel(), width), generator=self.g)
+
+
+class NoisyOracle:
+    """Greedy's own continuation with random corruptions: long, row-dependent acceptances."""
+
+    def __init__(self, truth: list[list[int]], eos: int, seed: int, k: int, p_bad: float):
+        self.truth, self.eos, self.k, self.p = truth, eos, k, p_bad
+        self.g = torch.Generator().manual_seed(seed)
+
+    def propose(self, ctx):
+        out = []
+        for row in ctx.rows.tolist():
+            seq = self.truth[row] + [self.eos] * self.k
+            at = len(ctx.generated[row])
+            out.append(seq[at: at + min(self.k, ctx.max_draft)])
+        drafts = torch.tensor(out, dtype=torch.long).view(ctx.rows.numel(), -1)
+        bad = torch.rand(drafts.shape, generator=self.g) < self.p
+        return torch.where(bad, torch.randint(0, VOCAB, drafts.shape, generator=self.g), drafts)
+
+
+def perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g) / max(p.shape[-1], 1) ** 0.5)
+    return module.eval()
+
+
+def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
+    assert [h.tokens for h in spec] == [h.tokens for h in plain]
+    assert [h.score for h in spec] == pytest.approx([h.score for h in plain], abs=1e-4)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 8]), kind=st.sampled_from(
+    ["random", "oracle", "medusa", "early_exit"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
+    max_len=st.integers(1, 24))
+def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len):
+    dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
+    base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else ())
+    plain = dec.decode(mem, DecodingOptions(**base))
+    drafter = {"random": lambda: RandomDrafter(seed, k),
+               "oracle": lambda: NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
+               "medusa": lambda: perturb(MedusaHeads(dec, k), seed),
+               "early_exit": lambda: perturb(EarlyExitDrafter(dec, 1 + seed % 2, k), seed)}[kind]()
+    spec = dec.decode(mem, DecodingOptions(**base, draft=drafter))
+    assert_same(plain, spec)
+
+
+def test_rows_accept_different_lengths_and_end_at_different_steps():
+    dec, mem = random_decoder(3), random_memory(3, 8)
+    plain = dec.decode(mem, DecodingOptions(max_len=30))
+    ends = {len(h.tokens) for h in plain}
+    assert len(ends) >= 3, ends                                   # rows end at different steps
+    spec, stats = speculative_decode(dec, mem, DecodingOptions(
+        max_len=30, draft=NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, 0, 5, 0.2)))
+    assert_same(plain, spec)
+    assert len(set(stats.accepted)) >= 3                          # per-row, per-round acceptances differ
+    assert stats.rounds < max(len(h.tokens) for h in plain)       # fewer decoder passes than tokens
+    perfect, stats = speculative_decode(dec, mem, DecodingOptions(
+        max_len=30, draft=NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, 0, 5, 0.0)))
+    assert_same(plain, perfect)
+    assert stats.mean_accepted > 3
+
+
+def test_copy_drafter_maps_through_text():
+    symbols = [chr(ord("a") + i) for i in range(VOCAB - 4)]
+    target = CharTokenizer(symbols)                            # the decoder's ids (eos 3 unused by the decoder: 2)
+    source = CharTokenizer(symbols[::-1])                      # another head: same characters, other ids
+    dec, mem = random_decoder(5), random_memory(5, 8)
+    opts = dict(max_len=25, suppress_tokens=(0, 1, 3))         # decodable tokens only (eos is 2)
+    plain = dec.decode(mem, DecodingOptions(**opts))
+    texts = [target.decode(h.tokens) for h in plain]
+    source_hyps = [Hypothesis(source.encode(t)) for t in texts]
+    assert [h.tokens for h in source_hyps] != [h.tokens for h in plain]  # the ids really differ
+    drafter = CopyDrafter.from_hypotheses(source_hyps, source, target, k=6)
+    spec, stats = speculative_decode(dec, mem, DecodingOptions(**opts, draft=drafter))
+    assert_same(plain, spec)
+    assert stats.mean_accepted > 2.5                           # copying the same text is accepted
+    assert drafter.continuation(0, texts[0][:3]) == texts[0][3:3 + 24]
+    # a wrong reference still decodes identically
+    wrong = CopyDrafter(["".join(reversed(t)) for t in texts], target, k=6)
+    assert_same(plain, dec.decode(mem, DecodingOptions(**opts, draft=wrong)))
+
+
+def toy_batches(n: int = 3, batch: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        lengths = torch.randint(3, 9, (batch,), generator=g)
+        tokens = torch.randint(4, VOCAB, (batch, 8), generator=g)
+        tokens = tokens.masked_fill(torch.arange(8)[None] >= lengths[:, None], 0)
+        mem = Features(torch.randn(batch, 9, 32, generator=g), torch.full((batch,), 9))
+        out.append((mem, {"tokens": tokens, "lengths": lengths}))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["medusa", "early_exit"])
+def test_drafters_train_on_a_frozen_decoder(kind):
+    torch.manual_seed(0)
+    dec = random_decoder(1)
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    drafter = MedusaHeads(dec, 3) if kind == "medusa" else EarlyExitDrafter(dec, 1, 4)
+    losses = train_drafter(drafter, dec, toy_batches(), steps=60, lr=3e-3)
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])
+    assert all(torch.equal(before[k], v) for k, v in dec.state_dict().items())
+    assert not any(p.grad is not None for p in dec.parameters())
+    mem = random_memory(2, 8)
+    assert_same(dec.decode(mem, DecodingOptions(max_len=20)), dec.decode(mem, DecodingOptions(max_len=20, draft=drafter)))
+
+
+def test_train_medusa_recipe_saves_and_loads(tmp_path):
+    from recipes.asr_subtitle.train_medusa import EncodedBatches, fit_medusa, load_medusa, save_medusa
+
+    spec = ModelSpec({"text": Node("token_embedding", input="src", vocab_size=VOCAB, dim=32)},
+                     {"subtitle": Node("transformer_decoder", source="text", vocab_size=VOCAB, dim=32, heads=4,
+                                       layers=2, max_len=40)})
+    model = spec.build()
+    g = torch.Generator().manual_seed(0)
+    loader = []
+    for _ in range(2):
+        tokens = torch.randint(4, VOCAB, (4, 6), generator=g)
+        loader.append({"src": tokens, "src_lengths": torch.full((4,), 6),
+                       "targets": {"subtitle": {"tokens": tokens, "lengths": torch.full((4,), 6),
+                                                "present": torch.tensor([True, True, False, True])}}})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    medusa, losses = fit_medusa(model, "subtitle", EncodedBatches(model, "subtitle", loader), heads=2, steps=30, lr=3e-3)
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    save_medusa(medusa, tmp_path, "subtitle")
+    loaded = load_medusa(tmp_path, model, "subtitle")
+    assert all(torch.equal(a, b) for a, b in zip(medusa.state_dict().values(), loaded.state_dict().values()))
+    batch = {"src": loader[0]["src"], "src_lengths": loader[0]["src_lengths"]}
+    plain = model.generate(batch, "subtitle", DecodingOptions(max_len=10))["subtitle"]
+    spec_out = model.generate(batch, "subtitle", DecodingOptions(max_len=10, draft=loaded))["subtitle"]
+    assert_same(plain, spec_out)
+
+
+def test_bad_draft_options_fail_clearly():
+    dec = random_decoder(0)
+    with pytest.raises(ValueError, match="propose"):
+        DecodingOptions(draft=object())
+    with pytest.raises(ValueError, match="greedy only"):
+        DecodingOptions(beam_size=2, draft=MedusaHeads(dec, 2))
+    with pytest.raises(ValueError, match="exit_layer"):
+        EarlyExitDrafter(dec, exit_layer=2)
+    with pytest.raises(ValueError, match="one reference"):
+        dec.decode(random_memory(0, 4), DecodingOptions(max_len=5, draft=CopyDrafter(["ab"], CharTokenizer(["a"]))))
