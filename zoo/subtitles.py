@@ -38,11 +38,15 @@ class CueOptions:
     max_gap: float = 1.0         # a silence longer than this (s) starts a new cue
     min_duration: float = 0.5    # cues shorter than this are extended when the next cue allows
 
+    def __post_init__(self):
+        for name in ("max_line_width", "max_line_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1; use e.g. max_line_width=42 "
+                                 "(characters per line) and max_line_count=2 (lines per cue)")
+
 
 def words_to_cues(segments: Sequence[Sequence[Word]], options: CueOptions = CueOptions()) -> list[Cue]:
     """Pack the words of each segment (an utterance or sentence) into cues; cues never span segments."""
-    if options.max_line_width < 1 or options.max_line_count < 1:
-        raise ValueError("max_line_width and max_line_count must be >= 1")
     cues: list[Cue] = []
     for words in segments:
         cue: Cue | None = None

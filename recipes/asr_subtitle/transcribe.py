@@ -177,7 +177,8 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     """Write ``<name>.verbatim.<fmt>`` and, when the model has a subtitle head, ``<name>.subtitle.<fmt>``."""
     if "verbatim" not in model.decoders or model.spec_decoders["verbatim"]["type"] != "ctc":
         raise ValueError("long-form transcription needs a CTC 'verbatim' head for timing; "
-                         f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}")
+                         f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}. "
+                         "Use a model trained from an asr_verbatim_*, asr_shared_*, asr_cascaded_* or asr_ctc_* preset")
     model.eval()
     sr = int(model.meta.get("sample_rate", 16000))
     source = AudioSource(audio, sr, audio_sample_rate)
@@ -219,8 +220,11 @@ def _no_gap_split(options: CueOptions) -> CueOptions:
 def main(args) -> int:
     from zoo.graph import ZooModel
 
-    model = ZooModel.from_pretrained(args.model)
     cue = CueOptions(max_line_width=args.max_line_width, max_line_count=args.max_line_count)
+    for audio in args.audio:  # fail before the model loads
+        if not Path(audio).is_file():
+            raise FileNotFoundError(f"{audio}: no such audio file; check the path")
+    model = ZooModel.from_pretrained(args.model)
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot)

@@ -67,7 +67,12 @@ def read_mixture(path: str | Path, sample_rate: int, min_samples: int, notes: li
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such audio file")
-    info, before = sf.info(str(path)), len(notes)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot read audio ({err}); convert it to WAV or FLAC, "
+                         f"e.g. `ffmpeg -i {path.name} out.wav`") from err
+    before = len(notes)
     if info.channels > 1:
         notes.append(f"{path.name}: {info.channels} channels averaged to mono")
     if info.samplerate != sample_rate:

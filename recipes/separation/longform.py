@@ -138,7 +138,10 @@ def separate_file(fn: SeparateFn, path: str | Path, out_paths: list[str | Path],
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such audio file")
-    info = sf.info(str(path))
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot read audio ({err}); convert it to WAV or FLAC") from err
     if info.samplerate != sample_rate:
         raise ValueError(f"{path}: {info.samplerate} Hz but the model runs at {sample_rate} Hz; resample the file "
                          f"first (e.g. `ffmpeg -i {path.name} -ar {sample_rate} out.wav`) or use `zoo separate`, "
