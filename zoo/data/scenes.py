@@ -13,8 +13,8 @@ scene is a pure function of its seed: ``render_scene(seed)`` returns the same pi
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 
