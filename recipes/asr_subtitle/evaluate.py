@@ -37,7 +37,6 @@ def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_siz
     model.eval()
     dataset = SpeechTextDataset(rows, {}, label_mode="both")
     options = {h: decoding_options(model.spec_decoders[h]["type"], beam, max_len) for h in heads}
-    out: dict[str, list[str]] = {h: [] for h in heads}
     order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # batch similar lengths together
     texts: dict[str, dict[int, str]] = {h: {} for h in heads}
     device = next(model.parameters()).device
@@ -50,9 +49,7 @@ def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_siz
         for h in heads:
             for i, hyp in zip(idx, result[h]):
                 texts[h][i] = hyp.text
-    for h in heads:
-        out[h] = [texts[h][i] for i in range(len(rows))]
-    return out
+    return {h: [texts[h][i] for i in range(len(rows))] for h in heads}
 
 
 def score(rows: Sequence[dict], hyps: dict[str, list[str]]) -> dict[str, float]:

@@ -51,8 +51,7 @@ def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
                 dropout=0.1, label_smoothing=0.1)
 
 
-def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
-             tokenizers: dict | None = None) -> ModelSpec:
+def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB) -> ModelSpec:
     """``kind``: verbatim | subtitle | shared | cascaded | ctc."""
     encoders = {"acoustic": acoustic(size)}
     if kind == "verbatim":
@@ -77,9 +76,8 @@ def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitl
 
 def _build(kind: str, size: str, verbatim_vocab: int, subtitle_vocab: int, tokenizers: dict | None) -> ZooModel:
     spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab)
-    model = ZooModel(**spec.to_config(), meta={"sample_rate": 16000, "frame_shift_s": FRAME_SHIFT_S,
-                                                  "tokenizers": tokenizers or {}})
-    return model
+    return ZooModel(**spec.to_config(), meta={"sample_rate": 16000, "frame_shift_s": FRAME_SHIFT_S,
+                                                 "tokenizers": tokenizers or {}})
 
 
 def _register(kind: str, size: str, doc: str) -> None:
