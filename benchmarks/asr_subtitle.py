@@ -1,6 +1,7 @@
 """Multi-task vs single-task ASR + subtitling with the same budget and data (issue 3).
 
     .venv/bin/python benchmarks/asr_subtitle.py [--size small] [--steps 500] [--kinds verbatim subtitle shared cascaded]
+                                                [--lm-weight 0.6]
 
 Trains each preset with the same config (steps, batches, schedule) on the eSpeak broadcast corpus and
 scores held-out voices: verbatim WER, subtitle WER and subtitle BLEU. Prints the table, writes
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from recipes.asr_subtitle import evaluate, train
+from zoo.config import load_config
 from zoo.graph import ZooModel
 
 RESULTS = Path(__file__).parent / "results" / "asr_subtitle.json"
@@ -27,6 +29,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["verbatim", "subtitle", "shared", "cascaded"])
     parser.add_argument("--limit", type=int, default=0, help="score only N utterances per split (0: all)")
     parser.add_argument("--out", default="runs/bench-asr")
+    parser.add_argument("--lm-weight", type=float, default=0.6, help="also score CTC + char 6-gram LM (0: skip)")
+    parser.add_argument("--insertion-bonus", type=float, default=1.0)
     args = parser.parse_args()
     config = Path(train.__file__).parent / "configs" / f"{args.size}.yaml"
     rows = []
@@ -37,20 +41,27 @@ def main() -> None:
                     f"train.steps={args.steps}", f"train.out_dir={out}", "data.eval_size=0", "train.eval_every=0"])
         minutes = (time.time() - start) / 60
         model = ZooModel.from_pretrained(str(out / "model"))
-        splits = train.corpus(train.DataConfig())
+        splits = train.corpus(load_config(train.AsrConfig, config).data)
         test = evaluate.load_split(splits["test_unseen"])
         test = test[: args.limit] if args.limit else test
         heads = [h for h in ("verbatim", "subtitle") if h in model.decoders]
         scores = evaluate.score(test, evaluate.transcribe_rows(model, test, heads))
+        if "verbatim" in heads and model.spec_decoders["verbatim"]["type"] == "ctc" and args.lm_weight > 0:
+            lm = evaluate.verbatim_lm(out / "model", model, evaluate.load_split(splits["train"]))
+            fused = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=args.lm_weight,
+                                                           insertion_bonus=args.insertion_bonus)}
+            hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=fused)
+            scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
         rows.append({"kind": kind, "size": args.size, "steps": args.steps, "train_minutes": round(minutes, 1),
                      "params": sum(p.numel() for p in model.parameters()), **scores})
         print(rows[-1], flush=True)
-    print(f"\n{'preset':<22} {'params':>10} {'min':>6} {'verbatim WER':>13} {'subtitle WER':>13} {'BLEU':>6}")
+    print(f"\n{'preset':<22} {'params':>10} {'min':>6} {'verbatim WER':>13} {'+ LM':>7} {'subtitle WER':>13} {'BLEU':>6}")
     for r in rows:
         v = f"{100 * r['verbatim_wer']:.1f}%" if "verbatim_wer" in r else "-"
+        lm = f"{100 * r['verbatim_lm_wer']:.1f}%" if "verbatim_lm_wer" in r else "-"
         s = f"{100 * r['subtitle_wer']:.1f}%" if "subtitle_wer" in r else "-"
         b = f"{r['subtitle_bleu']:.1f}" if "subtitle_bleu" in r else "-"
-        print(f"asr_{r['kind']}_{r['size']:<12} {r['params']:>10,} {r['train_minutes']:>6} {v:>13} {s:>13} {b:>6}")
+        print(f"asr_{r['kind']}_{r['size']:<12} {r['params']:>10,} {r['train_minutes']:>6} {v:>13} {lm:>7} {s:>13} {b:>6}")
     by = {r["kind"]: r for r in rows}
     verdict = None
     if {"verbatim", "subtitle", "cascaded"} <= set(by):

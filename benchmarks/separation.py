@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.separation import evaluate, query, train
 from recipes.separation.data import EventMixtures, collate_mixtures
+from zoo.config import load_config
 from zoo.registry import create_model
 from zoo.train import TrainConfig, Trainer, seed_everything
 
@@ -61,8 +62,7 @@ def config(steps: int, batch: int, out: Path, threads: int) -> TrainConfig:
 
 
 def speech_part(args, budget_s: float) -> dict:
-    cfg = train.SeparationConfig()
-    cfg.data.test_size = args.test_size
+    cfg = load_config(train.SeparationConfig, train.DEFAULT_CONFIG, [f"data.test_size={args.test_size}"])
     train_set, test_set = train.make_datasets(cfg.data)
     record: dict = {}
     if args.model:
@@ -86,21 +86,28 @@ def speech_part(args, budget_s: float) -> dict:
 
 def query_part(args, budget: float) -> dict:
     events = EventMixtures(4000, seed=0, seconds=2.0)
-    nets = query.QueryNets()
-    tagger_steps = steps_for(budget * SHARES["tagger"], query._TaggerObjective(nets.tagger), events,
-                             query.collate_events, 8)
-    nets.set_class_embeddings(clips_per_class=2)  # only so the probe's label queries are defined
-    probe_sep = create_model("query_tasnet_tiny", condition_dim=nets.dim)
-    sep_steps = steps_for(budget * SHARES["query"], probe_sep, events, query.QueryCollate(nets), 8)
-    start = time.time()
-    torch.set_num_threads(args.threads)
-    system = query.train_query_system(args.workdir / "query", tagger_steps, 150, sep_steps, batch_size=8,
-                                      train_size=len(events), progress=True)
-    query_seconds = time.time() - start
-    seed_everything(0)
-    plain = create_model("conv_tasnet_tiny")
-    plain_steps = steps_for(budget * SHARES["unconditioned"], plain, events, collate_mixtures, 8)
-    Trainer(plain, events, collate_mixtures, config(plain_steps, 8, args.workdir / "events_pit", args.threads)).fit()
+    saved_query, saved_plain = args.workdir / "query" / "model", args.workdir / "events_pit" / "model"
+    if args.reuse and saved_query.is_dir() and saved_plain.is_dir():  # score the models of an earlier run
+        from zoo.graph import ZooModel
+
+        system, plain = query.QuerySeparator.load(saved_query), ZooModel.from_pretrained(str(saved_plain))
+        tagger_steps = sep_steps = plain_steps = query_seconds = None
+    else:
+        nets = query.QueryNets()
+        tagger_steps = steps_for(budget * SHARES["tagger"], query._TaggerObjective(nets.tagger), events,
+                                 query.collate_events, 8)
+        nets.set_class_embeddings(clips_per_class=2)  # only so the probe's label queries are defined
+        probe_sep = create_model("query_tasnet_tiny", condition_dim=nets.dim)
+        sep_steps = steps_for(budget * SHARES["query"], probe_sep, events, query.QueryCollate(nets), 8)
+        start = time.time()
+        torch.set_num_threads(args.threads)
+        system = query.train_query_system(args.workdir / "query", tagger_steps, 150, sep_steps, batch_size=8,
+                                          train_size=len(events), progress=True)
+        query_seconds = round(time.time() - start, 1)
+        seed_everything(0)
+        plain = create_model("conv_tasnet_tiny")
+        plain_steps = steps_for(budget * SHARES["unconditioned"], plain, events, collate_mixtures, 8)
+        Trainer(plain, events, collate_mixtures, config(plain_steps, 8, args.workdir / "events_pit", args.threads)).fit()
     test = EventMixtures(args.query_test_size, seed=7_919, seconds=2.0)
     sdri = query.score_queries(system, test)
     baseline = query.score_unconditioned(plain, test)
@@ -108,7 +115,7 @@ def query_part(args, budget: float) -> dict:
         print(f"query {kind:<6} SDRi {value:6.2f} dB", flush=True)
     print(f"unconditioned best-matching output SDRi {baseline:6.2f} dB", flush=True)
     return dict(mixtures=len(test), sdri=sdri, unconditioned_best_output_sdri=baseline, tagger_steps=tagger_steps,
-                separator_steps=sep_steps, unconditioned_steps=plain_steps, query_train_seconds=round(query_seconds, 1))
+                separator_steps=sep_steps, unconditioned_steps=plain_steps, query_train_seconds=query_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=200)
     parser.add_argument("--query-test-size", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-separation"))
+    parser.add_argument("--reuse", action="store_true", help="score the query models an earlier run left in --workdir")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "separation.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -20,6 +20,7 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from zoo.contract import Decoder, DecoderOutput, Features, Hypothesis, padding_mask
+from zoo.layers import FastDropout
 from zoo.registry import register_decoder
 
 NEG_INF = float("-inf")
@@ -140,7 +141,7 @@ class CTCHead(Decoder):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction='{reduction}' is unknown; use 'mean', 'sum' or 'none' "
                              "(as F.ctc_loss)")
-        self.proj, self.drop = nn.Linear(in_dim, vocab_size), nn.Dropout(dropout)
+        self.proj, self.drop = nn.Linear(in_dim, vocab_size), FastDropout(dropout)
         self.vocab_size, self.blank, self.reduction = vocab_size, blank, reduction
         self.frame_shift_s = frame_shift_s
 

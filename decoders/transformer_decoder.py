@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from encoders.generic import sinusoids
 from zoo.contract import Decoder, DecoderOutput, Features, padding_mask
+from zoo.layers import FastDropout
 from zoo.registry import register_decoder
 
 __all__ = ["DecoderDims", "DecoderState", "KVCache", "Memory", "TransformerDecoder", "transformer_decoder"]
@@ -172,7 +173,7 @@ class Block(nn.Module):
         self.cross = CrossAttention(d.dim, d.memory_dim or d.dim, d.heads, d.bias, d.dropout)
         self.mlp_ln = nn.LayerNorm(d.dim, eps=d.eps)
         self.fc1, self.fc2 = nn.Linear(d.dim, ffn, bias=d.bias), nn.Linear(ffn, d.dim, bias=d.bias)
-        self.drop = nn.Dropout(d.dropout)
+        self.drop = FastDropout(d.dropout)
 
     def forward(self, x, k, v, mask, cache, layer, start):
         drop = self.drop if self.training and self.drop.p > 0 else (lambda t: t)  # no module call at inference
@@ -203,7 +204,7 @@ class TransformerDecoder(Decoder):
         self.blocks = nn.ModuleList(Block(d) for _ in range(d.layers))
         self.ln = nn.LayerNorm(d.dim, eps=d.eps)
         self.head = None if d.tie_embeddings else nn.Linear(d.dim, d.vocab_size, bias=False)
-        self.drop = nn.Dropout(d.dropout)
+        self.drop = FastDropout(d.dropout)
         self.scale = math.sqrt(d.dim) if d.embed_scale else 1.0
         self._compiled = None
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from encoders.generic import sinusoids
 from zoo.contract import Encoder, Features, padding_mask
+from zoo.layers import FastDropout
 from zoo.registry import register_encoder
 
 POSITIONS = ("rel", "abs", "none")
@@ -103,8 +104,8 @@ class SelfAttention(nn.Module):
 
 def feed_forward(dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """Pre-LN FFN with Swish (Gulati §2.3)."""
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, dim), nn.Dropout(dropout))
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), FastDropout(dropout),
+                         nn.Linear(hidden, dim), FastDropout(dropout))
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -124,7 +125,7 @@ class ConvModule(nn.Module):
         self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1)
         self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
         self.norm = nn.BatchNorm1d(dim) if norm == "batch" else ChannelLayerNorm(dim)
-        self.pointwise_out, self.drop = nn.Conv1d(dim, dim, 1), nn.Dropout(dropout)
+        self.pointwise_out, self.drop = nn.Conv1d(dim, dim, 1), FastDropout(dropout)
 
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:
         y = F.glu(self.pointwise_in(rearrange(self.norm_in(x), "b t d -> b d t")), dim=1)
@@ -141,7 +142,7 @@ class ConformerBlock(nn.Module):
         self.ffn1, self.ffn2 = feed_forward(d.dim, d.ffn, d.dropout), feed_forward(d.dim, d.ffn, d.dropout)
         self.attn_norm = nn.LayerNorm(d.dim)
         self.attn = SelfAttention(d.dim, d.heads, d.dropout, relative=d.pos == "rel")
-        self.attn_drop = nn.Dropout(d.dropout)
+        self.attn_drop = FastDropout(d.dropout)
         self.conv = ConvModule(d.dim, d.kernel, d.dropout, d.conv_norm)
         self.norm_out = nn.LayerNorm(d.dim)
 
@@ -160,9 +161,9 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attn_norm = nn.LayerNorm(d.dim)
         self.attn = SelfAttention(d.dim, d.heads, d.dropout, relative=d.pos == "rel")
-        self.attn_drop = nn.Dropout(d.dropout)
+        self.attn_drop = FastDropout(d.dropout)
         self.ffn = nn.Sequential(nn.LayerNorm(d.dim), nn.Linear(d.dim, d.ffn), nn.GELU(),
-                                 nn.Dropout(d.dropout), nn.Linear(d.ffn, d.dim), nn.Dropout(d.dropout))
+                                 FastDropout(d.dropout), nn.Linear(d.ffn, d.dim), FastDropout(d.dropout))
 
     def forward(self, x: Tensor, pad: Tensor, pos_table: Tensor | None) -> Tensor:
         x = x + self.attn_drop(self.attn(self.attn_norm(x), pad, pos_table))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from encoders.conformer import BlockDims, BlockStack
 from zoo.contract import Encoder, Features, padding_mask
+from zoo.layers import FastDropout
 from zoo.registry import register_encoder
 
 
@@ -242,7 +243,7 @@ class SpeechEncoder(Encoder):
         self.frontend = LogMelFrontend(frontend)
         self.spec_augment = SpecAugment(spec_augment) if spec_augment is not None else None
         self.subsample = ConvSubsampling(frontend.n_mels, dims.dim, subsampling, subsampling_channels)
-        self.drop = nn.Dropout(dims.dropout)
+        self.drop = FastDropout(dims.dropout)
         self.stack, self.out_dim = BlockStack(dims, intermediate_layers), dims.dim
         self.frame_shift_s = frontend.hop * subsampling / frontend.sample_rate
         # fewest samples giving one output frame: frames = samples // hop + 1 >= min frames

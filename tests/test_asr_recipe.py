@@ -114,3 +114,38 @@ def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
     direct = model.decoders["verbatim"].log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
     assert shift == 0.04
     assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
+
+
+def test_the_first_window_sees_no_digital_padding(tmp_path):
+    """Context is cut at the file start, not zero-filled: window 0 equals decoding its own audio alone."""
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(3).standard_normal(16000 * 3).astype(np.float32) * 0.1)
+    path, _ = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=1, context_s=1))
+    head = wav[: 16000 * 2]  # the first window: 1 s kept + 1 s of right context, no left context
+    feats = model.encode({"audio": head[None], "audio_lengths": torch.tensor([len(head)])})
+    alone = model.decoders["verbatim"].log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+    assert np.array_equal(path[:20], alone[:20])
+
+
+def test_pad_noise_surrounds_the_utterance_with_its_own_background(tmp_path):
+    rng = np.random.default_rng(4)
+    clean = (0.2 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    noise = (0.01 * rng.standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "clean.wav", clean, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "noisy.wav", clean + noise, 16000, subtype="PCM_16")
+    row = dict(id="a", audio_filepath=str(tmp_path / "noisy.wav"), clean_filepath=str(tmp_path / "clean.wav"),
+               duration=1.0, text_verbatim="a", text_subtitle="A.")
+    plain = SpeechTextDataset([row], {})[0]["audio"]
+    torch.manual_seed(0)
+    padded = SpeechTextDataset([row], {}, pad_noise=(1.0, 0.5))[0]["audio"]
+    extra = len(padded) - len(plain)
+    assert 0 < extra <= 16000
+    bed = sf.read(tmp_path / "noisy.wav", dtype="int16")[0].astype(np.int32) - sf.read(tmp_path / "clean.wav", dtype="int16")[0]
+    starts = [k for k in range(extra + 1) if torch.equal(padded[k: k + len(plain)], plain)]
+    assert len(starts) == 1
+    before, after = padded[: starts[0]].numpy(), padded[starts[0] + len(plain):].numpy()
+    assert np.allclose(after * 32768, bed[: len(after)]) and np.allclose(before * 32768, bed[len(bed) - len(before):])
+    assert SpeechTextDataset([row], {}, pad_noise=(0.0, 0.5))[0]["audio"].shape == plain.shape

@@ -217,3 +217,17 @@ def test_every_torch_load_passes_weights_only():
     assert unsafe_loads("torch.load(f)") and unsafe_loads("torch.load(f, weights_only=False)")
     assert unsafe_loads("np.load(f, allow_pickle=True)") and unsafe_loads("pickle.loads(b)")
     assert not unsafe_loads("torch.load(f, map_location='cpu', weights_only=True)\nnp.load(f)")
+
+
+def test_every_hub_pretrained_config_pins_a_commit():
+    """A hub weight download is reproducible only at a fixed commit: every ``hf_hub_id`` carries a sha."""
+    import re
+
+    from zoo.registry import get_pretrained_cfg, list_encoders, list_models
+
+    names = list_models(pretrained=True) + list_encoders(pretrained=True)
+    assert names, "no pretrained tags registered: the check would pass vacuously"
+    for name in names:
+        cfg = get_pretrained_cfg(name)
+        if cfg.hf_hub_id:
+            assert cfg.revision and re.fullmatch(r"[0-9a-f]{40}", cfg.revision), f"{name}: revision {cfg.revision!r}"

@@ -45,7 +45,8 @@ def whisper_spec(n_mels: int = 80, n_audio_ctx: int = 1500, n_audio_state: int =
 
 
 @register_model(task="asr", modality="audio", pretrained_cfgs={
-    "tiny": PretrainedCfg(hf_hub_id="openai/whisper-tiny", converter=CONVERTER,
+    "tiny": PretrainedCfg(hf_hub_id="openai/whisper-tiny", revision="169d4a4341b33bc18d8881c4b69c2e104e1cc0af",
+                          converter=CONVERTER,
                           description="OpenAI Whisper tiny (multilingual), converted from transformers"),
 })
 def whisper(n_mels: int = 80, n_audio_ctx: int = 1500, n_audio_state: int = 384, n_audio_head: int = 6,

@@ -311,16 +311,19 @@ def build_corpus(root: str | Path | None = None, n_train: int = 2000, n_test: in
 
 def build_longform(root: str | Path, minutes: float = 3.0, seed: int = 0, lang: str = "en",
                    split: str = "test_unseen", gap_s: tuple[float, float] = (0.3, 1.5)) -> Path:
-    """Concatenate ``split`` utterances of ``lang`` (reshuffled and cycled as needed) with silent gaps
-    into one >= ``minutes`` recording; writes ``longform/<name>.wav`` and a JSON of the known utterance
-    boundaries (start, end in seconds, verbatim, subtitle). Returns the JSON path."""
+    """Concatenate ``split`` utterances of ``lang`` (reshuffled and cycled as needed) with pauses into one
+    >= ``minutes`` recording; writes ``longform/<name>.wav`` and a JSON of the known utterance boundaries
+    (start, end in seconds, verbatim, subtitle). Returns the JSON path.
+
+    As in a broadcast, the background does not stop between utterances: a pause carries the next
+    utterance's own noise (its noisy minus clean signal, tiled), not digital silence."""
     root = Path(root)
     rows = [r for r in read_manifest(root / f"{split}.jsonl", MANIFEST_SCHEMA) if r["lang"] == lang]
     if not rows:
         raise ValueError(f"{root / f'{split}.jsonl'} has no {lang!r} utterances; "
                          "build the corpus with that language")
     sr = rows[0]["sample_rate"]
-    name = f"{lang}_{split}_seed{seed}_{minutes:g}min"
+    name = f"{lang}_{split}_seed{seed}_{minutes:g}min_bed"
     out_json, out_wav = root / "longform" / f"{name}.json", root / "longform" / f"{name}.wav"
     if out_json.is_file() and out_wav.is_file():
         return out_json
@@ -330,17 +333,18 @@ def build_longform(root: str | Path, minutes: float = 3.0, seed: int = 0, lang: 
         if not order:
             order = rng.sample(rows, len(rows))
         row = order.pop()
-        gap = np.zeros(int(rng.uniform(*gap_s) * sr), dtype=np.int16)
         wav, file_sr = sf.read(row["audio_filepath"], dtype="int16")
         if file_sr != sr:
             raise ValueError(f"{row['audio_filepath']}: {file_sr} Hz, the manifest says {sr} Hz; "
                              "rebuild the corpus")
+        bed = wav.astype(np.int32) - sf.read(row["clean_filepath"], dtype="int16")[0].astype(np.int32)
+        gap = np.resize(bed, int(rng.uniform(*gap_s) * sr)).clip(-32768, 32767).astype(np.int16)
         pieces += [gap, wav]
         start = cursor + len(gap)
         cursor = start + len(wav)
         segments.append(dict(id=row["id"], start=start / sr, end=cursor / sr, voice=row["voice"],
                              text_verbatim=row["text_verbatim"], text_subtitle=row["text_subtitle"]))
-    pieces.append(np.zeros(int(gap_s[1] * sr), dtype=np.int16))
+    pieces.append(np.resize(bed, int(gap_s[1] * sr)).clip(-32768, 32767).astype(np.int16))
     audio = np.concatenate(pieces)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out_wav), audio, sr, subtype="PCM_16")

@@ -23,13 +23,25 @@ LABEL_MODES = ("both", "verbatim", "subtitle", "partial")
 
 
 class SpeechTextDataset(Dataset):
-    """Rows of a manifest with audio held in memory as int16 (2,000 utterances of ~4 s: ~250 MB)."""
+    """Rows of a manifest with audio held in memory as int16 (2,000 utterances of ~4 s: ~250 MB).
+
+    ``pad_noise`` = (probability, max seconds): training-time context augmentation. With that probability
+    an utterance gets 0..max s of its own background (noisy minus clean, from the row's
+    ``clean_filepath``) before and after it, as it would sit inside a broadcast; a model trained on
+    utterance-bounded audio alone degrades badly inside long-form windows (BENCHMARKS.md). Draws use
+    torch's global generator, so a resumed run repeats them.
+    """
 
     def __init__(self, rows: Sequence[dict], tokenizers: dict[str, Tokenizer], sample_rate: int = 16000,
-                 label_mode: str = "both", partial_fraction: float = 0.5, seed: int = 0):
+                 label_mode: str = "both", partial_fraction: float = 0.5, seed: int = 0,
+                 pad_noise: tuple[float, float] = (0.0, 0.0)):
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+        if not 0.0 <= pad_noise[0] <= 1.0 or pad_noise[1] < 0:
+            raise ValueError(f"pad_noise={pad_noise}: give (probability in [0, 1], max seconds >= 0)")
         self.rows, self.tokenizers, self.sample_rate = list(rows), tokenizers, sample_rate
+        self.pad_noise = tuple(pad_noise)
+        self._clean: dict[int, np.ndarray] = {}
         rng = random.Random(seed)
         self.labels = []
         for row in self.rows:
@@ -57,9 +69,21 @@ class SpeechTextDataset(Dataset):
             self._audio[i] = wav if wav.ndim == 1 else wav.mean(1).astype(np.int16)
         return self._audio[i]
 
+    def background(self, i: int) -> np.ndarray:
+        """The row's noise alone (noisy minus clean), int32."""
+        if i not in self._clean:
+            self._clean[i], _ = sf.read(self.rows[i]["clean_filepath"], dtype="int16", always_2d=False)
+        return self.audio(i).astype(np.int32) - self._clean[i].astype(np.int32)
+
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        item = {"id": row["id"], "audio": torch.from_numpy(self.audio(i).astype(np.float32) / 32768.0)}
+        audio = self.audio(i)
+        prob, max_s = self.pad_noise
+        if prob > 0 and max_s > 0 and float(torch.rand(())) < prob:
+            bed = self.background(i)
+            before, after = (int(float(torch.rand(())) * max_s * self.sample_rate) for _ in range(2))
+            audio = np.concatenate([np.resize(bed[::-1], before)[::-1], audio, np.resize(bed, after)])
+        item = {"id": row["id"], "audio": torch.from_numpy(audio.astype(np.float32) / 32768.0)}
         for head in HEADS:
             if self.labels[i][head]:
                 item[head] = torch.tensor(self.tokenizers[head].encode(row[f"text_{head}"]), dtype=torch.long)

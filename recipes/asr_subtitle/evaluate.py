@@ -1,8 +1,12 @@
 """Evaluate an ASR + subtitling model on the corpus's held-out splits and write the card's results.
 
     zoo eval asr_subtitle --model runs/asr-tiny/model [--split test_unseen test_seen] [--beam 1]
+                          [--lm-weight 0.5 --ctc-beam 8]
 
-Verbatim: WER and CER against verbatim references after ``zoo.metrics.normalize_text``.
+Verbatim: WER and CER against verbatim references after ``zoo.metrics.normalize_text``. With
+``--lm-weight`` > 0 the CTC head decodes by prefix beam search fused with a character n-gram LM
+(``zoo.lm.NGramLM``, Kneser-Ney) of the training split's verbatim text, saved as ``verbatim_lm.json`` in
+the model folder (shallow fusion as in ESPnet / NeMo CTC decoding with an LM).
 Subtitles: WER (same normaliser) and cased sacreBLEU against subtitle references.
 """
 from __future__ import annotations
@@ -20,11 +24,16 @@ from zoo import metrics
 SPLITS = {"test_unseen": "held-out voices", "test_seen": "new sentences, training voices"}
 
 
-def decoding_options(head_type: str, beam: int = 1, max_len: int = 200):
+LM_FILE = "verbatim_lm.json"
+
+
+def decoding_options(head_type: str, beam: int = 1, max_len: int = 200, lm=None, lm_weight: float = 0.0,
+                     insertion_bonus: float = 0.0):
     if head_type == "ctc":
         from decoders.ctc import CTCDecodingOptions
 
-        return CTCDecodingOptions(beam_size=beam, timestamps=False)
+        return CTCDecodingOptions(beam_size=beam, timestamps=False, lm=lm, lm_weight=lm_weight,
+                                  insertion_bonus=insertion_bonus, prune_top_k=8)
     from decoders.search import DecodingOptions
 
     return DecodingOptions(beam_size=beam, max_len=max_len)
@@ -32,11 +41,11 @@ def decoding_options(head_type: str, beam: int = 1, max_len: int = 200):
 
 @torch.no_grad()
 def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16, beam: int = 1,
-                    progress: bool = False, max_len: int = 200) -> dict[str, list[str]]:
-    """Hypothesis texts per head, in row order."""
+                    progress: bool = False, max_len: int = 200, options: dict | None = None) -> dict[str, list[str]]:
+    """Hypothesis texts per head, in row order; ``options`` overrides a head's decoding options."""
     model.eval()
     dataset = SpeechTextDataset(rows, {}, label_mode="both")
-    options = {h: decoding_options(model.spec_decoders[h]["type"], beam, max_len) for h in heads}
+    options = {h: decoding_options(model.spec_decoders[h]["type"], beam, max_len) for h in heads} | (options or {})
     order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # batch similar lengths together
     texts: dict[str, dict[int, str]] = {h: {} for h in heads}
     device = next(model.parameters()).device
@@ -65,6 +74,19 @@ def score(rows: Sequence[dict], hyps: dict[str, list[str]]) -> dict[str, float]:
     return scores
 
 
+def verbatim_lm(model_dir: Path, model, train_rows: Sequence[dict], order: int = 6):
+    """The model folder's character n-gram LM of the verbatim head, trained on ``train_rows`` if absent."""
+    from zoo.lm import NGramLM
+
+    path = Path(model_dir) / LM_FILE
+    if path.is_file():
+        return NGramLM.load(path)
+    tokenizer = model.tokenizer("verbatim")
+    lm = NGramLM.train((tokenizer.encode(r["text_verbatim"]) for r in train_rows), tokenizer.vocab_size, order)
+    lm.save(path)
+    return lm
+
+
 def make_eval_fn(rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16):
     def eval_fn(model) -> dict[str, float]:
         return score(rows, transcribe_rows(model, rows, heads, batch_size))
@@ -72,11 +94,13 @@ def make_eval_fn(rows: Sequence[dict], heads: Sequence[str], batch_size: int = 1
     return eval_fn
 
 
-def eval_results(scores: dict[str, float], split: str) -> list[dict]:
+def eval_results(scores: dict[str, float], split: str, verbatim_decoding: str = "") -> list[dict]:
+    """Model-index rows; ``verbatim_decoding`` (e.g. ", CTC beam 8 + char 6-gram LM") names a non-greedy run."""
     out = []
     for key, value in scores.items():
         head, metric = key.split("_", 1)
-        out.append(dict(task_type="automatic-speech-recognition", task_name=f"{head} head",
+        note = verbatim_decoding if head == "verbatim" else ""
+        out.append(dict(task_type="automatic-speech-recognition", task_name=f"{head} head{note}",
                         dataset_name=f"eSpeak NG broadcast corpus ({SPLITS.get(split, split)})",
                         dataset_type="encdec-zoo/espeak-broadcast", dataset_split=split,
                         metric_type=metric, metric_value=round(100 * value if metric != "bleu" else value, 2)))
@@ -86,16 +110,22 @@ def eval_results(scores: dict[str, float], split: str) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoo eval asr_subtitle", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a directory written by save_pretrained")
-    parser.add_argument("--corpus", default=None, help="corpus root (default: the cached default corpus)")
+    parser.add_argument("--corpus", default=None, help="corpus root (default: the corpus of the training run's "
+                        "config.yaml beside the model directory, else the default corpus)")
     parser.add_argument("--split", nargs="+", default=["test_unseen", "test_seen"], choices=list(SPLITS))
     parser.add_argument("--limit", type=int, default=0, help="score only the first N utterances of each split")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-len", type=int, default=200, help="most tokens an attention decoder generates")
+    parser.add_argument("--lm-weight", type=float, default=0.0, help="character n-gram LM weight for the CTC head")
+    parser.add_argument("--lm-order", type=int, default=6)
+    parser.add_argument("--insertion-bonus", type=float, default=0.0, help="per-token bonus with the LM")
+    parser.add_argument("--ctc-beam", type=int, default=8, help="CTC prefix beam width when --lm-weight > 0")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
 
-    from recipes.asr_subtitle.train import DataConfig, corpus
+    from recipes.asr_subtitle.train import AsrConfig, DataConfig, corpus
+    from zoo.config import load_config
     from zoo.cards import add_eval_results
     from zoo.graph import ZooModel
 
@@ -104,22 +134,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FileNotFoundError(f"{directory} has no config.json; pass --model a directory written by save_pretrained")
     model = ZooModel.from_pretrained(str(directory))
     if args.corpus:  # an existing corpus folder: read its manifests as they are
-        splits = {split: Path(args.corpus) / f"{split}.jsonl" for split in SPLITS}
-    else:
-        splits = corpus(DataConfig())
+        splits = {split: Path(args.corpus) / f"{split}.jsonl" for split in (*SPLITS, "train")}
+    else:  # the corpus the model was trained on, when its run folder says so
+        run_config = directory.parent / "config.yaml"
+        splits = corpus(load_config(AsrConfig, run_config).data if run_config.is_file() else DataConfig())
     heads = [h for h in HEADS if h in model.decoders]
+    options, lm_note = {}, ""
+    if args.lm_weight > 0:
+        if model.spec_decoders.get("verbatim", {}).get("type") != "ctc":
+            raise ValueError("--lm-weight fuses an n-gram LM into a CTC verbatim head; this model has none")
+        lm = verbatim_lm(directory, model, load_split(splits["train"]), args.lm_order)
+        options["verbatim"] = decoding_options("ctc", args.ctc_beam, lm=lm, lm_weight=args.lm_weight,
+                                               insertion_bonus=args.insertion_bonus)
+        lm_note = f", CTC beam {args.ctc_beam} + char {args.lm_order}-gram LM (weight {args.lm_weight:g})"
+        heads = ["verbatim"]  # the LM changes only the verbatim head's decoding
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
     for split in args.split:
         rows = load_split(splits[split])
         rows = rows[: args.limit] if args.limit else rows
         scores = score(rows, transcribe_rows(model, rows, heads, args.batch_size, args.beam, progress=True,
-                                             max_len=args.max_len))
+                                             max_len=args.max_len, options=options))
         cells = [f"{100 * scores[k]:>13.1f}%" if k in scores and "bleu" not in k else
                  (f"{scores[k]:>14.1f}" if k in scores else f"{'-':>14}")
                  for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")]
         print(f"{split:<12} " + " ".join(cells), flush=True)
-        results += eval_results(scores, split)
+        results += eval_results(scores, split, lm_note)
     if not args.no_card:
         add_eval_results(directory, results, model=model)
         print(f"results written to {directory / 'README.md'}")

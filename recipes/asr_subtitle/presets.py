@@ -27,10 +27,10 @@ SPEC_AUGMENT = dict(freq_masks=2, freq_width=27, time_masks=2, time_width=40, ti
 VERBATIM_VOCAB, SUBTITLE_VOCAB = 40, 90
 
 
-def acoustic(size: str) -> Node:
+def acoustic(size: str, spec_augment: bool = True) -> Node:
     s = SIZES[size]
     return Node("conformer_speech", input="audio", dim=s["dim"], layers=s["layers"], heads=s["heads"],
-                ffn=s["ffn"], spec_augment=SPEC_AUGMENT)
+                ffn=s["ffn"], spec_augment=SPEC_AUGMENT if spec_augment else None)
 
 
 def written(size: str, source: str = "acoustic") -> Node:
@@ -51,9 +51,10 @@ def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
                 dropout=0.1, label_smoothing=0.1)
 
 
-def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB) -> ModelSpec:
+def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
+             spec_augment: bool = True) -> ModelSpec:
     """``kind``: verbatim | subtitle | shared | cascaded | ctc."""
-    encoders = {"acoustic": acoustic(size)}
+    encoders = {"acoustic": acoustic(size, spec_augment)}
     if kind == "verbatim":
         decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab)}
     elif kind == "subtitle":
@@ -74,20 +75,22 @@ def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitl
     return ModelSpec(encoders, decoders, {h: 1.0 for h in decoders}, task="asr", name=f"asr_{kind}_{size}")
 
 
-def _build(kind: str, size: str, verbatim_vocab: int, subtitle_vocab: int, tokenizers: dict | None) -> ZooModel:
-    spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab)
+def _build(kind: str, size: str, verbatim_vocab: int, subtitle_vocab: int, tokenizers: dict | None,
+           spec_augment: bool) -> ZooModel:
+    spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab, spec_augment)
     return ZooModel(**spec.to_config(), meta={"sample_rate": 16000, "frame_shift_s": FRAME_SHIFT_S,
                                                  "tokenizers": tokenizers or {}})
 
 
 def _register(kind: str, size: str, doc: str) -> None:
     def preset(verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
-               tokenizers: dict | None = None) -> ZooModel:
-        return _build(kind, size, verbatim_vocab, subtitle_vocab, tokenizers)
+               tokenizers: dict | None = None, spec_augment: bool = True) -> ZooModel:
+        return _build(kind, size, verbatim_vocab, subtitle_vocab, tokenizers, spec_augment)
 
     preset.__name__ = preset.__qualname__ = f"asr_{kind}_{size}"
     preset.__doc__ = f"{doc} ({size}: {SIZES[size]}).\n\n    Args:\n        verbatim_vocab, subtitle_vocab: " \
-                     "vocabulary sizes of the two heads.\n        tokenizers: {head: tokenizer.to_dict()} stored in config.json."
+                     "vocabulary sizes of the two heads.\n        tokenizers: {head: tokenizer.to_dict()} stored in config.json." \
+                     "\n        spec_augment: SpecAugment (Park et al. 2019) on the log-mels while training."
     register_model(preset, task="asr", modality="audio")
 
 

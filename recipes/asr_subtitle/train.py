@@ -31,6 +31,7 @@ class ModelConfig:
     size: str = "tiny"              # tiny | small
     tokenizer: str = "char"         # char | bpe | unigram (subtitle head; verbatim is always char)
     subtitle_vocab: int = 256       # for bpe / unigram
+    spec_augment: bool = True       # SpecAugment on the acoustic encoder's log-mels (training only)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class DataConfig:
     max_duration: float = 60.0      # seconds of audio per micro-batch (bucketing)
     num_buckets: int = 10
     eval_size: int = 64             # held-out-voice utterances scored during training (0: none)
+    pad_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [probability, max s] of background
+    #                                  context around a training utterance (SpeechTextDataset)
 
 
 @dataclass
@@ -85,7 +88,7 @@ def ctc_alignable(rows: Sequence[dict], tokenizer, frame_shift_s: float, margin:
 def build_model(cfg: ModelConfig, tokenizers: dict):
     return create_model(f"asr_{cfg.kind}_{cfg.size}", verbatim_vocab=tokenizers["verbatim"].vocab_size,
                         subtitle_vocab=tokenizers["subtitle"].vocab_size,
-                        tokenizers={h: t.to_dict() for h, t in tokenizers.items()})
+                        tokenizers={h: t.to_dict() for h, t in tokenizers.items()}, spec_augment=cfg.spec_augment)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(model.spec_decoders[h]["type"] == "ctc" for h in heads):
         train_rows = ctc_alignable(train_rows, tokenizers["verbatim"], model.meta["frame_shift_s"])
     dataset = SpeechTextDataset(train_rows, {h: tokenizers[h] for h in heads}, label_mode=cfg.data.label_mode,
-                                seed=cfg.data.seed)
-    sampler = BucketingSampler([r["duration"] for r in train_rows], cfg.data.max_duration,
+                                seed=cfg.data.seed, pad_noise=tuple(cfg.data.pad_noise))
+    pad = cfg.data.pad_noise[0] * cfg.data.pad_noise[1]  # expected seconds added per utterance (2 sides x half)
+    sampler = BucketingSampler([r["duration"] + pad for r in train_rows], cfg.data.max_duration,
                                num_buckets=cfg.data.num_buckets, seed=cfg.train.seed)
     eval_fn = None
     if cfg.data.eval_size > 0:

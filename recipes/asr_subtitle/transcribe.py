@@ -31,7 +31,7 @@ class LongFormOptions:
     chunk_s: float = 16.0        # centre part of each window (kept)
     context_s: float = 2.0       # audio on each side of the centre, seen but not kept
     batch_size: int = 8          # windows encoded at once
-    max_pause_s: float = 0.45    # a silence longer than this between words ends a segment
+    max_pause_s: float = 0.3     # a silence longer than this between characters ends a segment (and a word)
     segment_pad_s: float = 0.15  # audio kept around a segment for its subtitle decoding
     subtitle_batch: int = 8
 
@@ -107,23 +107,33 @@ def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
     dtype = np.uint8 if ctc.vocab_size <= 256 else np.int32
     for b in range(0, len(windows), opts.batch_size):
         batch = windows[b: b + opts.batch_size]
-        audio = torch.stack([source.read(s - context, s - context + (windows[0][1] - windows[0][0]) + 2 * context)
-                             for s, _ in batch])
-        lengths = torch.tensor([min(e + context, source.length) - (s - context) for s, e in batch])
+        # context is cut at the signal's ends rather than zero-filled: digital silence never enters a window
+        # (the model never heard any in training, and it skews the per-utterance feature normalisation)
+        left = [min(context, s) for s, _ in batch]
+        spans = [(s - lc, min(e + context, source.length)) for (s, e), lc in zip(batch, left)]
+        lengths = torch.tensor([hi - lo for lo, hi in spans])
+        audio = torch.stack([source.read(lo, lo + int(lengths.max())) for lo, _ in spans])  # tail is masked
         feats = model.encode({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, needed={encoder})
         path = ctc.log_probs(feats[encoder]).argmax(-1).cpu()
-        for row, (s, e) in zip(path, batch):
-            first = context // hop
+        for row, (s, e), lc in zip(path, batch, left):
+            first = lc // hop
             pieces.append(row[first: first + (e - s + hop - 1) // hop].numpy().astype(dtype))
     return np.concatenate(pieces), shift
 
 
-def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0) -> list[Word]:
-    """Words with times from a best path: a word spans its first to last character emission."""
+def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap_s: float | None = None) -> list[Word]:
+    """Words with times from a best path: a word spans its first to last character emission.
+
+    A character emitted more than ``max_gap_s`` after the previous one starts a new word even without a
+    space: a small model often runs the last word of one sentence into the first of the next across a
+    pause, and the pause, not the missing space, is where a subtitle cue must end."""
     space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
     words, chars, start, end, prev = [], [], None, None, blank
     for t, tok in enumerate(path.tolist()):
         if tok != prev and tok != blank:
+            if chars and tok != space and max_gap_s is not None and t * shift - end > max_gap_s:
+                words.append(Word(tokenizer.decode(chars), start, end))
+                chars, start = [], None
             if tok == space:
                 if chars:
                     words.append(Word(tokenizer.decode(chars), start, end))
@@ -184,7 +194,7 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     source = AudioSource(audio, sr, audio_sample_rate)
     name = name or (Path(audio).stem if isinstance(audio, (str, Path)) else "audio")
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
-    words = ctc_words(path, shift, model.tokenizer("verbatim"))
+    words = ctc_words(path, shift, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
     segments = split_segments(words, opts.max_pause_s)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from recipes.separation.data import CLASS_NAMES, EVENT_CLASSES, EventMixtures, synth_event
+from recipes.separation.evaluate import bss_sdr
 from zoo.hub import load_state_dict, load_weights
 
 __all__ = [
@@ -330,9 +331,7 @@ def train_query_system(out_dir: str | Path, tagger_steps: int = 300, text_steps:
 
 # --- scoring -----------------------------------------------------------------------------------------
 def _sdr(est: Tensor, ref: Tensor) -> Tensor:
-    from torchmetrics.functional.audio import signal_distortion_ratio
-
-    return signal_distortion_ratio(est.double(), ref.double()).float()
+    return bss_sdr(est.double(), ref.double()).float()
 
 
 @torch.no_grad()
