@@ -24,13 +24,13 @@ class _KeepMask(torch.autograd.Function):
 
 
 class FastDropout(nn.Dropout):
-    """Inverted dropout (Srivastava et al., JMLR 2014) whose CPU mask costs one random bit per 8 units.
+    """Inverted dropout (Srivastava et al., JMLR 2014) whose CPU mask costs one 64-bit draw per 8 units.
 
     On CPU, ``nn.Dropout`` draws one Mersenne-Twister number per element through ``bernoulli_``, which
     took ~20% of a Conformer training step on 2 cores. Here one 64-bit draw gives 8 random bytes and a
     unit is dropped when its byte is below ``round(256 p)``: the drop probability is ``p`` quantised to
     1/256 (0.1 -> 0.1016), and kept units are scaled by ``1 / (1 - p_quantised)`` so the expectation is
-    exact. On CUDA (and in eval mode) it is ``F.dropout``. Same constructor and state as ``nn.Dropout``.
+    exact. On CUDA it is ``F.dropout``; in eval mode the identity. Same constructor and state as ``nn.Dropout``.
     """
 
     def forward(self, x: Tensor) -> Tensor:

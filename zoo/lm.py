@@ -44,17 +44,18 @@ class NGramLM:
             padded = [BOS] * (order - 1) + [int(t) for t in seq]
             for i in range(order - 1, len(padded)):
                 top[tuple(padded[i - order + 1: i])][padded[i]] += 1
-        for n in range(order - 1, 0, -1):  # continuation counts: N1+(. context token)
-            lower = lm.counts[n - 1]
-            for context, nexts in lm.counts[n].items():
-                for token in nexts:
-                    lower[context[1:]][token] += 1
         if not top:
             raise ValueError("the language model got no training tokens; pass non-empty token sequences")
         lm._freeze()
         return lm
 
     def _freeze(self) -> None:
+        """Lower orders from the highest: KN continuation counts N1+(. context token); totals per context."""
+        for n in range(self.order - 1, 0, -1):
+            lower = self.counts[n - 1]
+            for context, nexts in self.counts[n].items():
+                for token in nexts:
+                    lower[context[1:]][token] += 1
         self.totals = [{c: sum(n.values()) for c, n in level.items()} for level in self.counts]
         self._cache.clear()
 
@@ -98,9 +99,5 @@ class NGramLM:
         top = lm.counts[lm.order - 1]
         for context, nexts in data["counts"].items():
             top[tuple(int(t) for t in context.split())] = Counter({int(t): c for t, c in nexts.items()})
-        for n in range(lm.order - 1, 0, -1):
-            for context, nexts in lm.counts[n].items():
-                for token in nexts:
-                    lm.counts[n - 1][context[1:]][token] += 1
         lm._freeze()
         return lm

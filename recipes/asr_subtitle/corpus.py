@@ -309,6 +309,11 @@ def build_corpus(root: str | Path | None = None, n_train: int = 2000, n_test: in
     return manifests
 
 
+def _pause(background: np.ndarray, samples: int) -> np.ndarray:
+    """``samples`` of an utterance's background (noisy minus clean), tiled, as int16."""
+    return np.resize(background, samples).clip(-32768, 32767).astype(np.int16)
+
+
 def build_longform(root: str | Path, minutes: float = 3.0, seed: int = 0, lang: str = "en",
                    split: str = "test_unseen", gap_s: tuple[float, float] = (0.3, 1.5)) -> Path:
     """Concatenate ``split`` utterances of ``lang`` (reshuffled and cycled as needed) with pauses into one
@@ -338,13 +343,13 @@ def build_longform(root: str | Path, minutes: float = 3.0, seed: int = 0, lang: 
             raise ValueError(f"{row['audio_filepath']}: {file_sr} Hz, the manifest says {sr} Hz; "
                              "rebuild the corpus")
         bed = wav.astype(np.int32) - sf.read(row["clean_filepath"], dtype="int16")[0].astype(np.int32)
-        gap = np.resize(bed, int(rng.uniform(*gap_s) * sr)).clip(-32768, 32767).astype(np.int16)
+        gap = _pause(bed, int(rng.uniform(*gap_s) * sr))
         pieces += [gap, wav]
         start = cursor + len(gap)
         cursor = start + len(wav)
         segments.append(dict(id=row["id"], start=start / sr, end=cursor / sr, voice=row["voice"],
                              text_verbatim=row["text_verbatim"], text_subtitle=row["text_subtitle"]))
-    pieces.append(np.resize(bed, int(gap_s[1] * sr)).clip(-32768, 32767).astype(np.int16))
+    pieces.append(_pause(bed, int(gap_s[1] * sr)))
     audio = np.concatenate(pieces)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out_wav), audio, sr, subtype="PCM_16")

@@ -131,14 +131,12 @@ def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap
     words, chars, start, end, prev = [], [], None, None, blank
     for t, tok in enumerate(path.tolist()):
         if tok != prev and tok != blank:
-            if chars and tok != space and max_gap_s is not None and t * shift - end > max_gap_s:
-                words.append(Word(tokenizer.decode(chars), start, end))
-                chars, start = [], None
-            if tok == space:
+            pause = chars and max_gap_s is not None and t * shift - end > max_gap_s
+            if tok == space or pause:
                 if chars:
                     words.append(Word(tokenizer.decode(chars), start, end))
                 chars, start = [], None
-            else:
+            if tok != space:
                 chars.append(tok)
                 start = t * shift if start is None else start
                 end = (t + 1) * shift

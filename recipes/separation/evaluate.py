@@ -24,7 +24,8 @@ from recipes.separation.data import collate_mixtures
 from recipes.separation.oracles import ORACLES, oracle_separate
 from zoo.losses import pairwise_si_snr, pit_from_matrix, reorder, si_snr
 
-__all__ = ["SDR_LOAD_DIAG", "eval_results", "improvements", "main", "make_eval_fn", "score", "score_model", "score_oracle", "bss_sdr"]
+__all__ = ["SDR_LOAD_DIAG", "bss_sdr", "eval_results", "improvements", "main", "make_eval_fn", "score", "score_model",
+           "score_oracle"]
 
 NAMES = {"model": "model", "ibm": "oracle IBM", "irm": "oracle IRM", "wiener": "oracle Wiener-like"}
 
