@@ -16,11 +16,16 @@ every pixel attends everywhere, as in Mask2Former). Outputs per layer (``predict
 Because latent queries never see text, captioning decodes with a KV cache: the latent queries run
 once, then each new token attends their cached keys and the cached earlier tokens (X-Decoder itself
 re-runs the whole decoder for each of 50 steps). Decoding reuses ``decoders.search`` (greedy, beam,
-diverse beam). Training: caption cross-entropy, plus, for grounding, Mask2Former matching of the one
-target mask to the lowest-cost query (BCE + dice), its mask losses and a cross-entropy over queries,
-on every layer's prediction (deep supervision).
+diverse beam). Training: caption cross-entropy, plus, for grounding, Mask2Former's Hungarian matching
+of the latent queries to every object mask of the image (BCE + dice cost; X-Decoder trains generic
+segmentation beside referring), the matched masks' losses and a cross-entropy of the phrase scores
+towards the query matched to the referred object, on every layer's prediction (deep supervision).
+Given only the referred mask, it is matched to its lowest-cost query instead.
 
-targets: ``tokens``/``lengths`` (caption) and/or ``ref_tokens``/``ref_lengths``/``mask`` (B, H, W).
+targets: ``tokens``/``lengths`` (caption) and/or ``ref_tokens``/``ref_lengths``/``mask`` (B, H, W), with
+``ref_rows`` naming the batch rows they belong to when not every row has a referring expression, and
+optionally every object's mask (``object_masks`` (B, K, H, W), ``object_counts``, ``ref_index``) for
+X-Decoder's generic-segmentation matching (§3.3: Hungarian matching of latent queries to all objects).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from encoders.generic import sinusoids
-from zoo.contract import Decoder, DecoderOutput, Features
+from zoo.contract import Decoder, DecoderOutput, Features, select_rows
 from zoo.registry import register_decoder
 
 __all__ = ["XDecoder", "XDecoderDims", "attention_mask", "xdecoder"]
@@ -53,6 +58,7 @@ class XDecoderDims:
     eos_id: int = 3
     pad_id: int = 0
     ground_weight: float = 1.0
+    mask_upsample: int = 1         # learned x2 / x4 upsampling of the mask features (a minimal pixel decoder)
 
     def __post_init__(self):
         if self.dim % self.heads:
@@ -107,6 +113,15 @@ class Layer(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.mlp_ln(x))))
 
 
+def _bce_dice(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-mask BCE (mean over pixels) and dice loss of mask logits against binary targets (broadcast)."""
+    logits, target = torch.broadcast_tensors(logits, target)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
+    prob = logits.sigmoid()
+    dice = 1 - (2 * (prob * target).sum((-2, -1)) + 1) / (prob.sum((-2, -1)) + target.sum((-2, -1)) + 1)
+    return bce, dice
+
+
 class XDecoder(Decoder):
     label_keys = ("tokens", "lengths")
 
@@ -117,6 +132,12 @@ class XDecoder(Decoder):
         self.query_feat = nn.Parameter(torch.randn(d.queries + 1, d.dim) * 0.02)   # latent + class queries
         self.input_proj = nn.Linear(mem, d.dim)
         self.mask_features = nn.Conv2d(mem, d.dim, 1)
+        if d.mask_upsample not in (1, 2, 4):
+            raise ValueError(f"mask_upsample must be 1, 2 or 4, got {d.mask_upsample}")
+        # Mask2Former reads masks from a pixel decoder at 1/4 of the image; a tiny ViT's map is coarser, so a
+        # transposed convolution recovers the detail its patch embeddings carry (identity when 1)
+        self.mask_upsample = (nn.Identity() if d.mask_upsample == 1 else
+                              nn.Sequential(nn.GELU(), nn.ConvTranspose2d(d.dim, d.dim, d.mask_upsample, d.mask_upsample)))
         self.embed = nn.Embedding(d.vocab_size, d.dim)
         nn.init.normal_(self.embed.weight, std=d.dim ** -0.5)
         self.text_pos = nn.Parameter(torch.randn(d.max_len, d.dim) * 0.01)             # pos_embed_caping
@@ -128,7 +149,8 @@ class XDecoder(Decoder):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     # --- pieces ----------------------------------------------------------------------------------
-    def _memory(self, memory: Features) -> tuple[Tensor, Tensor]:
+    def _memory(self, memory: Features) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Memory tokens (B, h*w, dim), mask features (B, dim, H, W) and the token grid (h, w)."""
         if isinstance(memory, (list, tuple)):
             if len(memory) != 1:
                 raise ValueError(f"xdecoder reads one vision encoder, got {len(memory)} sources")
@@ -139,7 +161,7 @@ class XDecoder(Decoder):
         h, w = spatial.shape[-2:]
         pos = sinusoids(h * w, spatial.shape[1]).to(spatial)
         tokens = self.input_proj(rearrange(spatial, "b d h w -> b (h w) d") + pos)
-        return tokens, self.mask_features(spatial)
+        return tokens, self.mask_upsample(self.mask_features(spatial)), (h, w)
 
     def _text(self, tokens: Tensor, start: int = 0) -> Tensor:
         if start + tokens.shape[1] > self.dims.max_len:
@@ -160,8 +182,11 @@ class XDecoder(Decoder):
             pred["scores"] = self.logit_scale.clamp(max=math.log(100.0)).exp() * torch.einsum("bqc,bc->bq", objects, phrase)
         return pred
 
-    def _cross_mask(self, masks: Tensor, rows: int) -> Tensor:
-        """(B, 1, rows, N) bool: latent rows attend where the previous masks say >= 0.5; other rows everywhere."""
+    def _cross_mask(self, masks: Tensor, rows: int, grid: tuple[int, int]) -> Tensor:
+        """(B, 1, rows, N) bool: latent rows attend where the previous masks say >= 0.5 (resized to the memory's
+        ``grid`` as Mask2Former does); other rows everywhere."""
+        if masks.shape[-2:] != grid:
+            masks = F.interpolate(masks, size=grid, mode="bilinear", align_corners=False)
         allow = rearrange(masks.sigmoid() >= 0.5, "b q h w -> b q (h w)")
         allow = allow | ~allow.any(-1, keepdim=True)
         rest = allow.new_ones(allow.shape[0], rows - allow.shape[1], allow.shape[2])
@@ -169,7 +194,7 @@ class XDecoder(Decoder):
 
     def run(self, memory: Features, text: Tensor, task: str, text_lengths: Tensor | None = None) -> list[dict]:
         """Full pass over [latent queries, class query, text]; the predictions of the initial queries and every layer."""
-        mem, mask_feats = self._memory(memory)
+        mem, mask_feats, grid = self._memory(memory)
         b, q = mem.shape[0], self.dims.queries
         x = torch.cat([self.query_feat.expand(b, -1, -1), self._text(text)], 1)
         rule = attention_mask(q, text.shape[1], task, x.device)
@@ -179,7 +204,8 @@ class XDecoder(Decoder):
             rule = rule[:, None]
         preds = [self.predict(x, mask_feats, text_lengths if task == "ground" else None)]
         for layer in self.layers:
-            x = layer.cross(x, layer.cross_kv(mem).chunk(2, -1), self._cross_mask(preds[-1]["masks"], x.shape[1]))
+            allow = self._cross_mask(preds[-1]["masks"], x.shape[1], grid)
+            x = layer.cross(x, layer.cross_kv(mem).chunk(2, -1), allow)
             x = layer.finish(x, *layer.self_kv(x), rule)
             preds.append(self.predict(x, mask_feats, text_lengths if task == "ground" else None))
         return preds
@@ -198,7 +224,7 @@ class XDecoder(Decoder):
             labels = labels.masked_fill(steps == lengths[:, None], d.eos_id).masked_fill(steps > lengths[:, None], -100)
             logits = self.caption_logits(self.run(memory, inputs, "caption")[-1]["out"][:, d.queries + 1:])
             losses["caption"] = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        if "ref_tokens" in targets:
+        if "ref_tokens" in targets and d.ground_weight > 0:
             losses["ground"] = d.ground_weight * self.grounding_loss(memory, targets)
         if not losses:
             raise KeyError(f"xdecoder targets need 'tokens'/'lengths' and/or 'ref_tokens'/'ref_lengths'/'mask'; "
@@ -206,19 +232,50 @@ class XDecoder(Decoder):
         return DecoderOutput(sum(losses.values()), logits, {k: v.detach() for k, v in losses.items()})
 
     def grounding_loss(self, memory: Features, targets: dict[str, Tensor]) -> Tensor:
+        """Deep-supervised grounding loss. With ``object_masks`` (B, K, H, W) and ``ref_index`` (B,), as X-Decoder
+        trains generic segmentation beside referring: latent queries are Hungarian-matched to every object of
+        the image (BCE + dice cost), matched masks are trained, and the phrase scores learn to pick the query
+        matched to the referred object. Without them: the one target ``mask`` is matched to its lowest-cost
+        query (BCE + dice - score probability)."""
+        if "ref_rows" in targets:  # only these rows of the batch carry a referring expression
+            memory = select_rows(memory, targets["ref_rows"])
         preds = self.run(memory, targets["ref_tokens"].long(), "ground", targets["ref_lengths"].long())
+        if "object_masks" in targets:
+            return sum(self._panoptic_loss(p, targets) for p in preds) / len(preds)
         target = targets["mask"].float()
         total = 0.0
         for p in preds:
             masks = F.interpolate(p["masks"], size=target.shape[-2:], mode="bilinear", align_corners=False)
-            bce = F.binary_cross_entropy_with_logits(masks, target[:, None].expand_as(masks), reduction="none").mean((2, 3))
-            prob = masks.sigmoid()
-            dice = 1 - (2 * (prob * target[:, None]).sum((2, 3)) + 1) / (prob.sum((2, 3)) + target[:, None].sum((2, 3)) + 1)
+            bce, dice = _bce_dice(masks, target[:, None])
             cost = bce + dice - p["scores"].softmax(-1)  # Mask2Former matching cost for one target
             j = cost.detach().argmin(1)[:, None]
             matched = bce.gather(1, j).mean() + dice.gather(1, j).mean()
             total = total + matched + F.cross_entropy(p["scores"], j.squeeze(1))
         return total / len(preds)
+
+    def _panoptic_loss(self, pred: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
+        """Hungarian matching on the mask logits' grid (targets area-averaged to it, as Mask2Former scores
+        masks on a subsample of points); the loss is built for the matched pairs only."""
+        from scipy.optimize import linear_sum_assignment
+
+        masks, counts = pred["masks"], targets["object_counts"].long()
+        objects = F.adaptive_avg_pool2d(targets["object_masks"].float(), masks.shape[-2:])      # (B, K, h, w)
+        with torch.no_grad():
+            bce, dice = _bce_dice(masks[:, :, None], objects[:, None])                        # (B, Q, K)
+            cost = (bce + dice).cpu()
+        rows, queries, chosen = [], [], []
+        for row in range(masks.shape[0]):
+            n = int(counts[row])
+            qi, ki = linear_sum_assignment(cost[row, :, :n].numpy())
+            rows += [row] * n
+            queries.append(torch.as_tensor(qi[ki.argsort()]))
+            chosen.append(int(qi[list(ki).index(int(targets["ref_index"][row]))]))
+        device = masks.device
+        row_index, query_index = torch.tensor(rows, device=device), torch.cat(queries).to(device)
+        object_index = torch.cat([torch.arange(int(n), device=device) for n in counts])
+        bce, dice = _bce_dice(masks[row_index, query_index], objects[row_index, object_index])
+        scores = pred["scores"]
+        return bce.mean() + dice.mean() + F.cross_entropy(scores, torch.tensor(chosen, device=scores.device))
 
     # --- inference -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -248,14 +305,14 @@ class XState:
 
     def __init__(self, dec: XDecoder, memory: Features, use_cache: bool):
         self.dec, self.memory, self.use_cache = dec, memory, use_cache
-        mem, mask_feats = dec._memory(memory)
+        mem, mask_feats, grid = dec._memory(memory)
         x = dec.query_feat.expand(mem.shape[0], -1, -1)
         rule = attention_mask(dec.dims.queries, 0, "caption", x.device)
         masks = dec.predict(x, mask_feats)["masks"]
         self.mem_kv, self.latent_kv, self.text_kv = [], [], []
         for layer in dec.layers:
             kv = layer.cross_kv(mem).chunk(2, -1)
-            x = layer.cross(x, kv, dec._cross_mask(masks, x.shape[1]))
+            x = layer.cross(x, kv, dec._cross_mask(masks, x.shape[1], grid))
             q, k, v = layer.self_kv(x)
             self.mem_kv.append(kv)
             self.latent_kv.append((k, v))
@@ -306,7 +363,8 @@ class XState:
 
 @register_decoder(task="captioning", modality="image")
 def xdecoder(vocab_size: int, dim: int = 128, heads: int = 4, layers: int = 3, queries: int = 16, memory_dim: int = 0,
-             max_len: int = 32, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0, ground_weight: float = 1.0) -> XDecoder:
+             max_len: int = 32, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0, ground_weight: float = 1.0,
+             mask_upsample: int = 1) -> XDecoder:
     """X-Decoder: latent + text queries in one sequence, masked cross-attention, masks/grounding/captions."""
     return XDecoder(XDecoderDims(vocab_size, dim, heads, layers, queries, memory_dim, max_len, bos_id, eos_id, pad_id,
-                                 ground_weight))
+                                 ground_weight, mask_upsample))

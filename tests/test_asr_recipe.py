@@ -116,6 +116,26 @@ def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
     assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
 
 
+def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tmp_path):
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("hybrid", toks)
+    head = model.decoders["verbatim"]
+    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
+    out = model(batch)
+    out.loss.backward()
+    extras = out.outputs["verbatim"].extras
+    assert extras["ctc_loss"] > 0 and extras["att_loss"] > 0
+    assert head.ctc.proj.weight.grad.abs().sum() > 0 and head.attention.embed.weight.grad.abs().sum() > 0
+    model.eval()
+    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1)
+    path, _ = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=60, context_s=0))
+    feats = model.encode({"audio": wav[None], "audio_lengths": torch.tensor([len(wav)])})
+    direct = head.ctc.log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+    assert np.array_equal(path[: len(direct)], direct[: len(path)])
+
+
 def test_the_first_window_sees_no_digital_padding(tmp_path):
     """Context is cut at the file start, not zero-filled: window 0 equals decoding its own audio alone."""
     rows = _rows(tmp_path)

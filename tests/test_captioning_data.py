@@ -9,7 +9,10 @@ from recipes.captioning.data import (
     CaptionScenes,
     _pair,
     collate,
+    SOUNDS,
+    captions,
     make_example,
+    sound_phrase,
     synth_sound,
     tokenizer_texts,
     train_caption_tokenizer,
@@ -50,6 +53,21 @@ def test_captions_describe_the_scene():
             assert it["masks"][index].sum() == it["scene"].objects[index].area > 0
 
 
+def test_group_captions_say_only_what_the_group_perceives():
+    it = make_example("train", 0, 3)
+    scene, sound = it["scene"], it["sound"]
+    va, v, a = (it["group_captions"][g] for g in ("va", "v", "a"))
+    assert va == it["captions"] and [sound_phrase(c) for c in va] == [sound] * 4
+    assert [sound_phrase(c) for c in v] == [None, None] and all(c in va[0] or c in va[1] for c in v)
+    assert [sound_phrase(c) for c in a] == [sound] * 2 and not any(o.colour in " ".join(a) for o in scene.objects)
+    assert {sound_phrase(f"a big red circle while a {s} plays") for s in SOUNDS} == set(SOUNDS)
+    with pytest.raises(ValueError, match="group must be"):
+        captions(scene, sound, "av")
+    ds = CaptionScenes(4, "train", group="v")
+    assert ds[0]["references"] == ds.items[0]["group_captions"]["v"]
+    assert collate([ds[0]])["references"] == [ds.items[0]["group_captions"]["v"]]
+
+
 def test_sounds_are_distinguishable():
     rng = np.random.default_rng(0)
 
@@ -78,11 +96,14 @@ def test_collate_tokenizer_and_groups():
     first = ds.items[0]["captions"][0]
     assert tok.decode(tok.encode(first)) == first and len(tok.encode(first)) == len(first.split())
     np.random.seed(0)
-    batch = collate([ds[i] for i in range(12)])
+    rows = [ds[i] for i in range(12)]
+    batch = collate(rows)
     assert batch["image"].shape == (12, 3, 64, 64) and batch["image"].dtype == torch.uint8
     assert batch["audio"].shape == (12, 16000)
     assert all(tuple(row) in GROUPS.values() for row in batch["modalities"].tolist())
     t = batch["targets"]["caption"]
-    assert (t["lengths"] == torch.tensor([len(ds[i]["tokens"]) for i in range(12)])).all()
+    assert (t["lengths"] == torch.tensor([len(r["tokens"]) for r in rows])).all()
+    assert [tok.decode(r["tokens"]) for r in rows] == [r["references"][0] for r in rows]
+    assert {r["group"] for r in rows} == set(GROUPS)
     with pytest.raises(ValueError, match="group must be"):
         CaptionScenes(1, group="x")

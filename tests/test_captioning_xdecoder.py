@@ -34,9 +34,11 @@ def test_cross_mask_follows_previous_masks():
     dec, _ = _setup()
     masks = torch.full((1, 4, 2, 2), -5.0)
     masks[0, 0, 0, 0] = 5.0                                        # query 0: one pixel on
-    allow = dec._cross_mask(masks, rows=4 + 1 + 2)[0, 0]
+    allow = dec._cross_mask(masks, rows=4 + 1 + 2, grid=(2, 2))[0, 0]
     assert allow[0].tolist() == [True, False, False, False]
     assert allow[1:].all()                                         # empty masks attend everywhere; class/text rows too
+    fine = masks.repeat_interleave(2, -1).repeat_interleave(2, -2)  # upsampled masks are resized to the memory grid
+    assert torch.equal(dec._cross_mask(fine, rows=7, grid=(2, 2)), dec._cross_mask(masks, rows=7, grid=(2, 2)))
 
 
 def test_cached_decoding_equals_full_recompute():
@@ -76,6 +78,35 @@ def test_learns_captions_and_grounding():
     assert float(iou.min()) > 0.9 and probs.shape == (4, 4)
     with pytest.raises(ValueError, match="spatial"):
         dec(Features(torch.zeros(1, 4, 8)), targets)
+
+
+def test_phrases_pick_their_own_object_with_generic_segmentation_matching():
+    """Two objects per image (feature channel 0 or 1, in varying quadrants): trained with every object's mask
+    (Hungarian matching) and one phrase per row, each phrase must segment its own object, not the same one."""
+    torch.manual_seed(0)
+    dec = create_decoder("xdecoder", vocab_size=12, dim=32, heads=2, layers=2, queries=6, memory_dim=8, max_len=10)
+    quads = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4)), (slice(2, 4), slice(0, 2)), (slice(2, 4), slice(2, 4))]
+    spatial, objects = torch.zeros(12, 8, 4, 4), torch.zeros(12, 2, 4, 4)
+    for b in range(12):
+        for obj, quad in enumerate((quads[b % 4], quads[(b + 1 + b // 4) % 4])):
+            spatial[b, obj][quad] = 3.0
+            objects[b, obj][quad] = 1.0
+    ref = torch.arange(12) % 2
+    mem = Features(torch.zeros(12, 16, 8), spatial=spatial)
+    targets = dict(ref_tokens=(8 + ref)[:, None], ref_lengths=torch.ones(12, dtype=torch.long),
+                   mask=objects[torch.arange(12), ref], object_masks=objects, object_counts=torch.full((12,), 2),
+                   ref_index=ref)
+    opt = torch.optim.Adam(dec.parameters(), 3e-3)
+    for _ in range(200):
+        opt.zero_grad()
+        dec(mem, targets).loss.backward()
+        opt.step()
+    dec.eval()
+    for phrase in (0, 1):
+        logits, _ = dec.ground(mem, torch.full((12, 1), 8 + phrase), torch.ones(12, dtype=torch.long))
+        pred, target = logits.sigmoid() >= 0.5, objects[:, phrase].bool()
+        iou = (pred & target).sum((1, 2)) / (pred | target).sum((1, 2))
+        assert float(iou.min()) > 0.8, (phrase, iou)
 
 
 def test_xdecoder_preset_trains_step_and_segment_cli(tmp_path, capsys):

@@ -74,6 +74,21 @@ def plot_mask_overlay(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
     return _save(fig, path)
 
 
+def plot_captioned_images(path: str | Path, images: Sequence[np.ndarray], captions: Sequence[str],
+                          columns: int = 3) -> Path:
+    """A grid of RGB images (H, W, 3), each with its caption (wrapped) underneath."""
+    import textwrap
+
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(np.asarray(image))
+        ax.set_title(textwrap.fill(caption, 34), fontsize=7, y=-0.02, va="top")
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,18 @@ def eval_results(scores: dict[str, float], split: str, verbatim_decoding: str = 
     return out
 
 
+def corpus_splits(model_dir: str | Path, corpus_root: str | Path | None = None) -> dict[str, Path]:
+    """Manifest path per split: of ``corpus_root`` as it is, else of the corpus the model was trained on (its run
+    folder's config.yaml beside the model directory; built if missing), else of the default corpus."""
+    if corpus_root:
+        return {split: Path(corpus_root) / f"{split}.jsonl" for split in (*SPLITS, "train")}
+    from recipes.asr_subtitle.train import AsrConfig, DataConfig, corpus
+    from zoo.config import load_config
+
+    run_config = Path(model_dir).parent / "config.yaml"
+    return corpus(load_config(AsrConfig, run_config).data if run_config.is_file() else DataConfig())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoo eval asr_subtitle", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a directory written by save_pretrained")
@@ -124,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
 
-    from recipes.asr_subtitle.train import AsrConfig, DataConfig, corpus
-    from zoo.config import load_config
     from zoo.cards import add_eval_results
     from zoo.graph import ZooModel
 
@@ -133,11 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} has no config.json; pass --model a directory written by save_pretrained")
     model = ZooModel.from_pretrained(str(directory))
-    if args.corpus:  # an existing corpus folder: read its manifests as they are
-        splits = {split: Path(args.corpus) / f"{split}.jsonl" for split in (*SPLITS, "train")}
-    else:  # the corpus the model was trained on, when its run folder says so
-        run_config = directory.parent / "config.yaml"
-        splits = corpus(load_config(AsrConfig, run_config).data if run_config.is_file() else DataConfig())
+    splits = corpus_splits(directory, args.corpus)
     heads = [h for h in HEADS if h in model.decoders]
     options, lm_note = {}, ""
     if args.lm_weight > 0:

@@ -4,7 +4,8 @@ The graph shapes follow "Leveraging Broadcast Media Subtitle Transcripts for ASR
 (Poncelet & Van hamme, 2025) and its ESPnet model: single-task verbatim, single-task subtitle, a
 shared encoder with separate decoders, and — the paper's best — cascaded encoders with separate
 decoders, where a subtitle encoder is stacked on the acoustic encoder and the subtitle decoder also
-attends the acoustic encoder. ``asr_ctc_*`` is encoder-only (OWSM-CTC style, Peng et al. 2024):
+attends the acoustic encoder. ``asr_hybrid_*`` is verbatim-only with a hybrid CTC/attention head
+(ESPnet's default ASR model). ``asr_ctc_*`` is encoder-only (OWSM-CTC style, Peng et al. 2024):
 hierarchical CTC heads, the subtitle head on a stage cascaded over the verbatim one.
 
 Sizes: ``tiny`` is the 3.2M-parameter Conformer of shared/research/calibration.md (d=144, 6 layers,
@@ -53,7 +54,7 @@ def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
 
 def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
              spec_augment: bool = True) -> ModelSpec:
-    """``kind``: verbatim | subtitle | shared | cascaded | ctc."""
+    """``kind``: verbatim | subtitle | shared | cascaded | ctc | hybrid."""
     encoders = {"acoustic": acoustic(size, spec_augment)}
     if kind == "verbatim":
         decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab)}
@@ -66,12 +67,17 @@ def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitl
         encoders["written"] = written(size)
         decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
                     "subtitle": ar_head(size, ["written", "acoustic"], subtitle_vocab)}
+    elif kind == "hybrid":
+        s = SIZES[size]
+        decoders = {"verbatim": Node("ctc_attention", source="acoustic", vocab_size=verbatim_vocab, dim=s["dim"],
+                                     heads=s["heads"], layers=s["dec_layers"], ffn=s["ffn"], bos_id=2, eos_id=3,
+                                     pad_id=0, blank=0, ctc_weight=0.3, dropout=0.1, label_smoothing=0.1)}
     elif kind == "ctc":
         encoders["written"] = written(size)
         decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
                     "subtitle": ctc_head(size, "written", subtitle_vocab)}
     else:
-        raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded or ctc")
+        raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded, ctc or hybrid")
     return ModelSpec(encoders, decoders, {h: 1.0 for h in decoders}, task="asr", name=f"asr_{kind}_{size}")
 
 
@@ -101,6 +107,8 @@ _DOCS = {
     "cascaded": "Cascaded encoders + separate decoders (the paper's best): a subtitle encoder stacked on the "
                 "acoustic encoder; the subtitle decoder attends both",
     "ctc": "Encoder-only (OWSM-CTC style): verbatim CTC on the acoustic encoder, subtitle CTC on a cascaded stage",
+    "hybrid": "Single-task verbatim ASR with ESPnet's hybrid CTC/attention head (Watanabe et al. 2017; ctc_weight 0.3): "
+              "CTC and AR decoding of one model, compared in benchmarks/ctc_vs_ar.py",
 }
 for _kind, _doc in _DOCS.items():
     for _size in SIZES:

@@ -27,7 +27,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
 @dataclass
 class ModelConfig:
-    kind: str = "cascaded"          # verbatim | subtitle | shared | cascaded | ctc
+    kind: str = "cascaded"          # verbatim | subtitle | shared | cascaded | ctc | hybrid
     size: str = "tiny"              # tiny | small
     tokenizer: str = "char"         # char | bpe | unigram (subtitle head; verbatim is always char)
     subtitle_vocab: int = 256       # for bpe / unigram
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizers = build_tokenizers(train_rows, cfg.model)
     model = build_model(cfg.model, tokenizers)
     heads = [h for h in HEADS if h in model.decoders]
-    if any(model.spec_decoders[h]["type"] == "ctc" for h in heads):
+    if any(model.spec_decoders[h]["type"] in ("ctc", "ctc_attention") for h in heads):
         train_rows = ctc_alignable(train_rows, tokenizers["verbatim"], model.meta["frame_shift_s"])
     dataset = SpeechTextDataset(train_rows, {h: tokenizers[h] for h in heads}, label_mode=cfg.data.label_mode,
                                 seed=cfg.data.seed, pad_noise=tuple(cfg.data.pad_noise))

@@ -94,8 +94,10 @@ def _windows(length: int, sr: int, opts: LongFormOptions, shift_samples: int) ->
 @torch.no_grad()
 def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
                       opts: LongFormOptions = LongFormOptions()) -> tuple[np.ndarray, float]:
-    """Per-frame argmax token ids (uint8/int16) of the CTC head over the whole signal, and the frame shift."""
+    """Per-frame argmax token ids (uint8/int16) of the CTC head over the whole signal, and the frame shift.
+    A hybrid CTC/attention head (``ctc_attention``) is read through its CTC branch."""
     ctc = model.decoders[head]
+    ctc = getattr(ctc, "ctc", ctc)
     shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
     sr = source.sample_rate
     hop = int(round(shift * sr))

@@ -82,29 +82,17 @@ def caption_main(args: argparse.Namespace) -> int:
 
 
 def segment_main(args: argparse.Namespace) -> int:
-    import torch
-    import torch.nn.functional as F
-
+    from recipes.captioning.evaluate import ground_mask
     from zoo.graph import ZooModel
     from zoo.plots import plot_mask_overlay
 
     model = ZooModel.from_pretrained(args.model)
-    if args.head not in model.decoders or not hasattr(model.decoders[args.head], "ground"):
-        raise ValueError(f"{args.model} has no grounding head {args.head!r} (heads: {list(model.decoders)}); "
-                         "use an X-Decoder model such as xdecoder_scenes_tiny")
-    tokenizer = model.tokenizer(args.head)
-    if tokenizer is None:
-        raise ValueError(f"{args.model} stores no tokenizer for head {args.head!r}; retrain it with the captioning recipe")
-    ids = tokenizer.encode(args.text.strip().lower(), strict=False)
-    if not ids:
+    if not args.text.strip():
         raise ValueError("--text is empty; give a referring expression such as 'the red circle'")
-    batch = load_inputs(args.image, None, int(model.meta.get("sample_rate", 16000)))
-    feats = model.encode(batch, needed={model.spec_decoders[args.head]["source"]})
-    logits, probs = model.decoders[args.head].ground(model.memory(feats, args.head), torch.tensor([ids]),
-                                                     torch.tensor([len(ids)]))
-    image = batch["image"][0].permute(1, 2, 0).numpy()
-    mask = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].sigmoid()
+    image = load_inputs(args.image, None, int(model.meta.get("sample_rate", 16000)))["image"][0].permute(1, 2, 0)
+    mask, prob = ground_mask(model, image, args.text, args.head)
+    image = image.numpy()
     rgb = image[..., :3] if image.shape[-1] >= 3 else image.repeat(3, -1)
-    path = plot_mask_overlay(args.out, rgb, mask.numpy(), title=f"{args.text} (p={float(probs.max()):.2f})")
+    path = plot_mask_overlay(args.out, rgb, mask.numpy(), title=f"{args.text} (p={prob:.2f})")
     print(f"{path}  ({int((mask >= 0.5).sum())} pixels)")
     return 0

@@ -6,7 +6,10 @@ captions from a small grammar that mention both, e.g.
 The caption names the two largest objects (A, B) and their relation: A is the left one (``left of``)
 when they lie further apart horizontally than vertically, else the upper one (``above``). Each scene
 has four reference captions (both orders of the pair, ``while a X plays`` / ``with a X``); training
-uses the first (canonical) one. Each object also gets a referring expression ("the red circle",
+uses the first (canonical) one. A row that sees one modality group is captioned with what that group
+perceives: the objects alone for vision ("v"), the sound alone for audio ("a"); so a vision-only
+caption never guesses a sound. (VALOR trains every group on the same caption; its captions come from
+people who both saw and heard the clip, ours from a grammar that can say exactly what is perceivable.) Each object also gets a referring expression ("the red circle",
 or "the small red circle" when colour and shape alone are ambiguous) with its mask.
 
 Held-out split (compositional): colour-shape pairs in ``HELD_OUT_PAIRS`` never occur in a training
@@ -84,12 +87,28 @@ def _pair(scene: Scene) -> tuple[SceneObject, SceneObject, str]:
 INVERSE = {"left of": "right of", "above": "below"}
 
 
-def captions(scene: Scene, sound: str) -> list[str]:
-    """Four references; the first is the canonical (training) caption."""
+def captions(scene: Scene, sound: str, group: str = "va") -> list[str]:
+    """References for what modality group ``group`` perceives; the first is the canonical (training) caption.
+
+    "va": four (both orders of the pair x ``while a X plays`` / ``with a X``); "v": the two pair phrases,
+    no sound; "a": the sound alone ("a low hum plays", "a low hum is heard").
+    """
     a, b, rel = _pair(scene)
     first, second = f"a {a.phrase} {rel} a {b.phrase}", f"a {b.phrase} {INVERSE[rel]} a {a.phrase}"
+    if group == "v":
+        return [first, second]
+    if group == "a":
+        return [f"a {sound} plays", f"a {sound} is heard"]
+    if group != "va":
+        raise ValueError(f"group must be one of {list(GROUPS)}, got {group!r}")
     return [f"{first} while a {sound} plays", f"{second} while a {sound} plays",
             f"{first} with a {sound}", f"{second} with a {sound}"]
+
+
+def sound_phrase(caption: str) -> str | None:
+    """The sound a caption names (one of ``SOUNDS``), or None when it names none."""
+    named = [s for s in SOUNDS if f"a {s}" in caption]
+    return max(named, key=len) if named else None
 
 
 def referring_expressions(scene: Scene) -> list[tuple[str, int]]:
@@ -131,7 +150,7 @@ def make_example(split: str, seed: int, index: int, options: CaptionDataOptions 
     sound = SOUNDS[int(rng.integers(len(SOUNDS)))]
     return dict(id=f"{split}-{seed}-{index:06d}", image=scene.image, masks=scene.masks, scene=scene, sound=sound,
                 audio=synth_sound(sound, rng, options.duration), captions=captions(scene, sound),
-                referring=referring_expressions(scene))
+                group_captions={g: captions(scene, sound, g) for g in GROUPS}, referring=referring_expressions(scene))
 
 
 class CaptionScenes(Dataset):
@@ -156,8 +175,9 @@ class CaptionScenes(Dataset):
             item["group"] = list(GROUPS)[int(np.random.choice(3, p=self.weights))]
         else:
             item["group"] = self.group
+        item["references"] = item["group_captions"][item["group"]]
         if self.tokenizer is not None:
-            item["tokens"] = self.tokenizer.encode(item["captions"][0])
+            item["tokens"] = self.tokenizer.encode(item["references"][0])
             if item["referring"]:  # one referring expression per row and epoch, for grounding heads
                 expression, index = item["referring"][int(np.random.randint(len(item["referring"])))]
                 item["ref"], item["ref_tokens"] = (expression, index), self.tokenizer.encode(expression)
@@ -175,29 +195,40 @@ def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 def collate(items: list[dict]) -> dict:
     """Images (B, 3, H, W) uint8, audio (B, T) float, ``modalities`` (B, 2) bool (vision, audio) from each
     row's group, the caption target (``tokens``, ``lengths``) for the ``caption`` and ``align`` heads, and
-    for the X-Decoder head ``xdec`` the caption plus a referring expression and its mask (H, W)."""
+    for the X-Decoder head ``xdec`` the caption plus, for the rows in ``ref_rows``, a referring expression,
+    its mask (H, W), and every object's mask (``object_masks``, ``object_counts``, ``ref_index``)."""
     batch = dict(
         ids=[it["id"] for it in items],
         image=torch.from_numpy(np.stack([it["image"] for it in items])).permute(0, 3, 1, 2).contiguous(),
         audio=torch.from_numpy(np.stack([it["audio"] for it in items])),
         audio_lengths=torch.tensor([len(it["audio"]) for it in items]),
         modalities=torch.tensor([GROUPS[it.get("group", "va")] for it in items]),
-        references=[it["captions"] for it in items],
+        references=[it.get("references", it["captions"]) for it in items],
     )
     if all("tokens" in it for it in items):
         tokens, lengths = _pad([it["tokens"] for it in items])
         target = dict(tokens=tokens, lengths=lengths)
-        batch["targets"] = {"caption": target, "align": dict(target), "xdec": dict(target)}
-        if all("ref_tokens" in it for it in items):
-            ref, ref_lengths = _pad([it["ref_tokens"] for it in items])
-            mask = torch.from_numpy(np.stack([it["masks"][it["ref"][1]] for it in items])).float()
-            batch["targets"]["xdec"].update(ref_tokens=ref, ref_lengths=ref_lengths, mask=mask)
+        batch["targets"] = {"caption": target, "caption_nar": dict(target), "align": dict(target), "xdec": dict(target)}
+        grounded = [it for it in items if "ref_tokens" in it]
+        if grounded:  # rows whose scene has no unambiguous object (~1%) train the caption only
+            ref, ref_lengths = _pad([it["ref_tokens"] for it in grounded])
+            mask = torch.from_numpy(np.stack([it["masks"][it["ref"][1]] for it in grounded])).float()
+            rows = torch.tensor([i for i, it in enumerate(items) if "ref_tokens" in it])
+            counts = torch.tensor([len(it["masks"]) for it in grounded])
+            objects = torch.zeros(len(grounded), int(counts.max()), *mask.shape[-2:])
+            for row, it in enumerate(grounded):
+                objects[row, : len(it["masks"])] = torch.from_numpy(np.asarray(it["masks"])).float()
+            batch["targets"]["xdec"].update(ref_tokens=ref, ref_lengths=ref_lengths, mask=mask, ref_rows=rows,
+                                            object_masks=objects, object_counts=counts,
+                                            ref_index=torch.tensor([it["ref"][1] for it in grounded]))
     return batch
 
 
 def tokenizer_texts(items: list[dict]) -> list[str]:
-    """Every reference caption and referring expression of ``items``: what the tokenizer must cover."""
-    return [c for it in items for c in it["captions"]] + [e for it in items for e, _ in it["referring"]]
+    """Every reference caption (of every modality group) and referring expression of ``items``: what the
+    tokenizer must cover."""
+    return ([c for it in items for g in GROUPS for c in it["group_captions"][g]]
+            + [e for it in items for e, _ in it["referring"]])
 
 
 def train_caption_tokenizer(texts, max_vocab: int = 256):

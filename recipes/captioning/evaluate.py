@@ -23,12 +23,12 @@ HELD_OUT_SEED = 1  # the test split is rejection-sampled apart from training any
 
 
 @torch.no_grad()
-def caption_dataset(model, dataset: CaptionScenes, options: DecodingOptions | None = None,
-                    batch_size: int = 64) -> tuple[list[list[str]], list[list[str]]]:
-    """(n-best captions, references) per example."""
+def caption_dataset(model, dataset: CaptionScenes, options=None, batch_size: int = 64,
+                    head: str | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """(n-best captions, references) per example; ``head`` defaults to the model's AR caption head."""
     model.eval()
+    head = head or caption_head(model)
     options = options or DecodingOptions(max_len=22)
-    head = caption_head(model)
     hyps, refs = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         out = model.generate(batch, heads=head, options=options)[head]
@@ -47,36 +47,96 @@ def caption_head(model) -> str:
 
 
 @torch.no_grad()
+def ground_mask(model, image: torch.Tensor, text: str, head: str = "xdec") -> tuple[torch.Tensor, float]:
+    """The mask probabilities (H, W) an X-Decoder head gives ``text`` on ``image`` (H, W, C) uint8, upsampled
+    to the image size, and the chosen query's grounding probability."""
+    import torch.nn.functional as F
+
+    if head not in model.decoders or not hasattr(model.decoders[head], "ground"):
+        raise ValueError(f"the model has no grounding head {head!r} (heads: {list(model.decoders)}); "
+                         "use an X-Decoder model such as xdecoder_scenes_tiny")
+    tokenizer = model.tokenizer(head)
+    if tokenizer is None:
+        raise ValueError(f"the model stores no tokenizer for head {head!r}; retrain it with the captioning recipe")
+    ids = tokenizer.encode(text.strip().lower(), strict=False)
+    if not ids:
+        raise ValueError("the referring expression is empty; give one such as 'the red circle'")
+    image = torch.as_tensor(image)
+    feats = model.encode({"image": image.permute(2, 0, 1)[None]}, needed={model.spec_decoders[head]["source"]})
+    logits, probs = model.decoders[head].ground(model.memory(feats, head), torch.tensor([ids]), torch.tensor([len(ids)]))
+    mask = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].sigmoid()
+    return mask, float(probs.max())
+
+
+@torch.no_grad()
 def grounding_miou(model, dataset: CaptionScenes, head: str = "xdec") -> float:
     """mIoU of the masks an X-Decoder head predicts for every referring expression of ``dataset``."""
     from recipes.captioning.metrics import mean_iou
 
     model.eval()
-    tok = model.tokenizer(head)
     preds, targets = [], []
     for item in dataset.items:
         for expression, index in item["referring"]:
-            ids = torch.tensor([tok.encode(expression, strict=False)])
-            feats = model.encode({"image": torch.from_numpy(item["image"]).permute(2, 0, 1)[None]})
-            logits, _ = model.decoders[head].ground(model.memory(feats, head), ids, torch.tensor([ids.shape[1]]))
-            up = torch.nn.functional.interpolate(logits[None], size=item["masks"].shape[-2:], mode="bilinear")
-            preds.append(up[0, 0].sigmoid().numpy())
+            preds.append(ground_mask(model, torch.from_numpy(item["image"]), expression, head)[0].numpy())
             targets.append(item["masks"][index])
     return mean_iou(preds, targets)
 
 
+def object_phrases(caption: str) -> list[str]:
+    """The "size colour shape" phrases a caption names, in order."""
+    import re
+
+    return re.findall(r"\b(?:small|large) \w+ (?:circle|square|triangle|diamond)\b", caption)
+
+
 def scores(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> dict[str, float]:
     """CIDEr-D and BLEU-4 (x100) of the top captions, corpus distinct-2 of the top captions, distinct-2 within
-    each n-best list (averaged; 0 for 1-best), and the fraction of top captions equal to a reference."""
+    each n-best list (averaged; 0 for 1-best), the fraction of top captions equal to a reference (``exact``)
+    and, where the references name objects, the fraction of top captions naming both objects right
+    (size, colour and shape; in either order: ``objects``)."""
     top = [h[0] for h in hyps]
-    return {"cider_d": 100 * cider_d(top, refs), "bleu4": 100 * bleu(top, refs), "distinct2": distinct_n(top, 2),
+    named = [(sorted(object_phrases(t)), sorted(object_phrases(r[0]))) for t, r in zip(top, refs)]
+    named = [(t, r) for t, r in named if r]
+    extra = {"objects": sum(t == r for t, r in named) / len(named)} if named else {}
+    return {**extra, "cider_d": 100 * cider_d(top, refs), "bleu4": 100 * bleu(top, refs), "distinct2": distinct_n(top, 2),
             "distinct2_nbest": sum(distinct_n(h, 2) for h in hyps) / max(len(hyps), 1) if any(len(h) > 1 for h in hyps) else 0.0,
             "exact": sum(t in r for t, r in zip(top, refs)) / max(len(top), 1)}
+
+
+@torch.no_grad()
+def audio_swap(model, dataset: CaptionScenes, batch_size: int = 64, seed: int = 7) -> dict[str, float]:
+    """Does the audio matter? For every held-out scene the image is kept and the sound track is replaced by a
+    fresh clip of each of the four sounds; ``audio_swap`` is the fraction of those captions whose sound phrase
+    names the played sound. ``vision_only_sound`` is the fraction of vision-only ("v") captions that name any
+    sound (0 is right: the image alone cannot tell)."""
+    import numpy as np
+
+    from recipes.captioning.data import SOUNDS, sound_phrase, synth_sound
+
+    head = caption_head(model)
+    rng = np.random.default_rng(seed)
+    rows = [dict(it, audio=synth_sound(s, rng, len(it["audio"]) / 16000), sound=s, group="va")
+            for it in dataset.items for s in SOUNDS]
+    rows += [dict(it, group="v") for it in dataset.items]
+    correct, named, n_va = 0, 0, len(dataset.items) * len(SOUNDS)
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        out = model.generate(collate(chunk), heads=head, options=DecodingOptions(max_len=22))[head]
+        for k, (row, hyp) in enumerate(zip(chunk, out)):
+            said = sound_phrase(hyp.text)
+            if start + k < n_va:
+                correct += said == row["sound"]
+            else:
+                named += said is not None
+    return {"audio_swap": correct / max(n_va, 1), "vision_only_sound": named / max(len(dataset.items), 1)}
 
 
 def make_eval_fn(dataset: CaptionScenes, batch_size: int = 64):
     def eval_fn(model) -> dict[str, float]:
         result = scores(*caption_dataset(model, dataset, batch_size=batch_size))
+        if "caption" in model.decoders:
+            result.update(audio_swap(model, dataset, batch_size))
         if "xdec" in model.decoders:
             result["miou"] = grounding_miou(model, dataset)
         return result
@@ -85,7 +145,9 @@ def make_eval_fn(dataset: CaptionScenes, batch_size: int = 64):
 
 
 def eval_results(result: dict[str, float], group: str, size: int, seed: int) -> list[dict]:
-    names = {"cider_d": "CIDEr-D", "bleu4": "BLEU-4"}
+    names = {"cider_d": "CIDEr-D", "bleu4": "BLEU-4", "exact": "exact match", "audio_swap": "audio swap accuracy",
+             "vision_only_sound": "vision-only captions naming a sound", "miou": "referring mIoU"}
+    names = {k: v for k, v in names.items() if k in result}
     return [dict(task_type="image-to-text", task_name=f"audio-visual captioning ({group})",
                  dataset_name="rendered scenes, unseen colour-shape pairs", dataset_type="caption-scenes",
                  dataset_split=f"test-seed-{seed}", dataset_config=f"size-{size}", metric_type=k,
@@ -104,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-best", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-card", action="store_true")
+    parser.add_argument("--no-swap", action="store_true", help="skip the audio-swap check (4 extra captions per scene)")
     args = parser.parse_args(argv)
     from zoo.cards import add_eval_results
     from zoo.graph import ZooModel
@@ -116,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = scores(hyps, refs)
     if "xdec" in model.decoders:
         result["miou"] = grounding_miou(model, dataset)
+    if "caption" in model.decoders and args.group == "va" and not args.no_swap:
+        result.update(audio_swap(model, dataset, args.batch_size))
     print(" ".join(f"{k}={v:.4g}" for k, v in result.items()))
     for h, r in list(zip(hyps, refs))[:3]:
         print(f"  {h[0]!r}  (ref: {r[0]!r})")

@@ -26,7 +26,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 @dataclass
 class ModelConfig:
     name: str = "caption_av_tiny"     # caption_av_tiny | caption_av_tiny_resnet | xdecoder_scenes_tiny
-    align_weight: float = 0.1
+    align_weight: float = 0.1         # caption_av_*: weight of the MGA contrastive head
+    ground_weight: float = 1.0        # xdecoder_*: weight of the grounding loss (0 = caption-only baseline)
+    parallel_head: bool = False       # caption_av_tiny: add a Mask-Predict caption head ``caption_nar``
 
 
 @dataclass
@@ -50,9 +52,14 @@ def build(cfg: CaptionConfig):
                               group_weights=tuple(cfg.data.group_weights))
     tokenizer = train_caption_tokenizer(tokenizer_texts(train_set.items))
     train_set.tokenizer = tokenizer
-    extra = {"align_weight": cfg.model.align_weight} if cfg.model.name.startswith("caption_av") else {}
+    if cfg.model.name.startswith("caption_av"):
+        extra = {"align_weight": cfg.model.align_weight}
+        if cfg.model.parallel_head:
+            extra["parallel_head"] = True
+    else:
+        extra = {"ground_weight": cfg.model.ground_weight}
     model = create_model(cfg.model.name, vocab_size=tokenizer.vocab_size,
-                         tokenizers={"caption": tokenizer.to_dict(), "xdec": tokenizer.to_dict()}, **extra)
+                         tokenizers={h: tokenizer.to_dict() for h in ("caption", "caption_nar", "xdec")}, **extra)
     return model, train_set, tokenizer
 
 

@@ -1,0 +1,178 @@
+"""CTC vs autoregressive decoding of one model: speed and WER on short utterances and on long-form audio.
+
+The model is ``asr_hybrid_*`` (ESPnet's hybrid CTC/attention head; Watanabe et al. 2017): its CTC
+branch and its attention decoder read the same encoder output, so the only difference measured is the
+decoding. Short: the held-out-voice utterances of ``test_unseen``, batches of 1 and 16 sorted by
+length; the encoder runs once per batch and is timed apart from each decoder. Long-form: a recording
+of held-out utterances (``corpus.build_longform``), cut into ``--chunk`` s windows (CTC: with
+``--context`` s on each side, kept frames only, as ``transcribe`` does; AR: the window alone, the
+Whisper way, texts joined); WER against the joined references.
+
+    .venv/bin/python benchmarks/ctc_vs_ar.py --model runs/asr-hybrid/model [--minutes 3] [--threads 2]
+
+Writes benchmarks/results/ctc_vs_ar.{json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _batches(rows, batch_size: int):
+    from recipes.asr_subtitle.data import SpeechTextDataset, collate
+
+    dataset = SpeechTextDataset(rows, {}, label_mode="both")
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([dataset[i] for i in idx])
+        yield idx, {"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]}
+
+
+@torch.inference_mode()
+def short_utterances(model, rows, batch_size: int) -> dict:
+    """Encoder seconds, CTC and AR decoding seconds and WER over ``rows``."""
+    from decoders.ctc import CTCDecodingOptions
+    from decoders.search import DecodingOptions, decode
+    from zoo import metrics
+
+    head = model.decoders["verbatim"]
+    tok = model.tokenizer("verbatim")
+    times = dict(encoder=0.0, ctc=0.0, ar=0.0)
+    texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
+    for idx, batch in _batches(rows, batch_size):
+        t = time.perf_counter()
+        memory = model.encode(batch)["acoustic"]
+        times["encoder"] += time.perf_counter() - t
+        t = time.perf_counter()
+        ctc = head.ctc.decode(memory, CTCDecodingOptions(timestamps=False))
+        times["ctc"] += time.perf_counter() - t
+        t = time.perf_counter()
+        ar = decode(head.attention, memory, DecodingOptions(max_len=200))
+        times["ar"] += time.perf_counter() - t
+        for i, c, a in zip(idx, ctc, ar):
+            texts["ctc"][i], texts["ar"][i] = tok.decode(c.tokens), tok.decode(a.tokens)
+    refs = [r["text_verbatim"] for r in rows]
+    audio_s = sum(r["duration"] for r in rows)
+    return dict(batch=batch_size, utterances=len(rows), audio_s=round(audio_s, 1),
+                **{f"{k}_s": round(v, 3) for k, v in times.items()},
+                ctc_wer=metrics.wer(refs, texts["ctc"]), ar_wer=metrics.wer(refs, texts["ar"]),
+                decode_speedup=round(times["ar"] / times["ctc"], 2),
+                total_speedup=round((times["encoder"] + times["ar"]) / (times["encoder"] + times["ctc"]), 2))
+
+
+@torch.inference_mode()
+def long_form(model, reference: Path, chunk_s: float, context_s: float) -> dict:
+    """Buffered CTC vs chunked AR over one long-form recording."""
+    from decoders.search import DecodingOptions, decode
+    from recipes.asr_subtitle.transcribe import AudioSource, LongFormOptions, buffered_ctc_path, ctc_words
+    from zoo import metrics
+
+    info = json.loads(reference.read_text())
+    source = AudioSource(reference.parent / info["audio_filepath"], model.meta.get("sample_rate", 16000))
+    ref = " ".join(seg["verbatim"] for seg in info["segments"])
+    tok = model.tokenizer("verbatim")
+    head = model.decoders["verbatim"]
+
+    opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s)
+    t = time.perf_counter()
+    path, shift = buffered_ctc_path(model, source, "verbatim", opts)
+    ctc_text = " ".join(w.text for w in ctc_words(path, shift, tok))
+    ctc_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sr, chunk = source.sample_rate, int(chunk_s * source.sample_rate)
+    ar_texts = []
+    for start in range(0, source.length, chunk * opts.batch_size):
+        spans = [(s, min(s + chunk, source.length)) for s in range(start, min(start + chunk * opts.batch_size,
+                                                                              source.length), chunk)]
+        clips = [source.read(s, e) for s, e in spans]
+        audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+        memory = model.encode({"audio": audio, "audio_lengths": torch.tensor([len(c) for c in clips])})["acoustic"]
+        ar_texts += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
+    ar_s = time.perf_counter() - t
+    minutes = source.length / sr / 60
+    return dict(minutes=round(minutes, 2), ctc_s=round(ctc_s, 2), ar_s=round(ar_s, 2),
+                speedup=round(ar_s / ctc_s, 2), ctc_wer=metrics.wer([ref], [ctc_text]),
+                ar_wer=metrics.wer([ref], [" ".join(ar_texts)]))
+
+
+def plot(result: dict, path: Path) -> None:
+    from zoo.plots import plt
+
+    labels = [f"short, batch {r['batch']}" for r in result["short"]] + [f"long-form {r['minutes']:.0f} min"
+                                                                         for r in result["long"]]
+    speed = [r["decode_speedup"] for r in result["short"]] + [r["speedup"] for r in result["long"]]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].bar(labels, speed, color="tab:blue")
+    axes[0].set_ylabel("AR time / CTC time")
+    axes[0].set_title("decoding speed-up of CTC", fontsize=9)
+    wers = [(r["ctc_wer"], r["ar_wer"]) for r in result["short"] + result["long"]]
+    x = range(len(labels))
+    axes[1].bar([i - 0.2 for i in x], [100 * c for c, _ in wers], 0.4, label="CTC")
+    axes[1].bar([i + 0.2 for i in x], [100 * a for _, a in wers], 0.4, label="AR")
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylabel("WER (%)")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7, rotation=15)
+    from zoo.plots import _save
+
+    _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="an asr_hybrid_* model directory (zoo train asr_subtitle "
+                        "model.kind=hybrid)")
+    parser.add_argument("--minutes", type=float, nargs="*", default=[3.0])
+    parser.add_argument("--limit", type=int, default=200, help="short utterances scored")
+    parser.add_argument("--chunk", type=float, default=16.0)
+    parser.add_argument("--context", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from recipes.asr_subtitle.corpus import build_longform
+    from recipes.asr_subtitle.data import load_split
+    from recipes.asr_subtitle.evaluate import corpus_splits
+    from zoo.graph import ZooModel
+
+    model = ZooModel.from_pretrained(args.model).eval()
+    if model.spec_decoders.get("verbatim", {}).get("type") != "ctc_attention":
+        raise ValueError(f"{args.model} has no hybrid CTC/attention verbatim head; train one with "
+                         "`zoo train asr_subtitle model.kind=hybrid`")
+    splits = corpus_splits(args.model)
+    rows = [r for r in load_split(splits["test_unseen"]) if r["lang"] == "en"][: args.limit]
+    result = dict(model=args.model, threads=args.threads, short=[], long=[])
+    print("| audio | batch | CTC decode s | AR decode s | decode speed-up | incl. encoder | CTC WER | AR WER |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for batch_size in (1, 16):
+        r = short_utterances(model, rows, batch_size)
+        result["short"].append(r)
+        print(f"| {r['utterances']} short utterances ({r['audio_s'] / 60:.1f} min) | {batch_size} | {r['ctc_s']:.2f} | "
+              f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
+              f"{100 * r['ar_wer']:.1f}% |", flush=True)
+    for minutes in args.minutes:
+        r = long_form(model, build_longform(Path(splits["train"]).parent, minutes=minutes), args.chunk, args.context)
+        result["long"].append(r)
+        print(f"| long-form {r['minutes']:.1f} min | {16} | {r['ctc_s']:.2f} | {r['ar_s']:.2f} | – | "
+              f"{r['speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | {100 * r['ar_wer']:.1f}% |", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ctc_vs_ar.json").write_text(json.dumps(result, indent=1))
+    plot(result, args.out / "ctc_vs_ar.png")
+    print(f"wrote {args.out / 'ctc_vs_ar.json'} and .png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Speculative greedy decoding of a trained ASR + subtitling model's subtitle head vs its plain greedy.
+
+On held-out-voice utterances (``test_unseen``), the encoders run once per batch (not timed); the
+subtitle head then decodes greedily (a) plainly, (b) with CopySpec drafts from the same audio's
+verbatim CTC hypothesis (its greedy CTC decode is timed as part of the drafter), (c) with Medusa-1
+heads if the model folder holds ``medusa-subtitle.safetensors`` (``python -m
+recipes.asr_subtitle.train_medusa``). Every speculative output is checked token for token against
+plain greedy. Batches of 1 and 8 utterances, sorted by length, fp32, best of ``--repeats``.
+
+    .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1]
+
+Writes benchmarks/results/speculative_asr.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@torch.inference_mode()
+def encode_batches(model, rows, batch_size: int) -> list[dict]:
+    from recipes.asr_subtitle.data import SpeechTextDataset, collate
+
+    dataset = SpeechTextDataset(rows, {}, label_mode="both")
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])
+    out = []
+    for start in range(0, len(order), batch_size):
+        batch = collate([dataset[i] for i in order[start:start + batch_size]])
+        feats = model.encode({"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]})
+        out.append(dict(subtitle=model.memory(feats, "subtitle"), verbatim=model.memory(feats, "verbatim")))
+    return out
+
+
+def timed(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+@torch.inference_mode()
+def run(model, batches: list[dict], medusa=None, max_len: int = 200, repeats: int = 3) -> list[dict]:
+    from decoders.search import DecodingOptions, decode
+    from decoders.speculative import CopyDrafter, speculative_decode
+
+    sub, ctc = model.decoders["subtitle"], model.decoders["verbatim"]
+    vtok, stok = model.tokenizer("verbatim"), model.tokenizer("subtitle")
+    plain, t_plain = timed(lambda: [h for b in batches for h in decode(sub, b["subtitle"], DecodingOptions(max_len=max_len))],
+                           repeats)
+    tokens = sum(len(h.tokens) for h in plain)
+    rows = [dict(drafter="plain greedy", seconds=round(t_plain, 3), speedup=1.0, tokens_per_pass=1.0, identical=True,
+                 tokens_per_s=round(tokens / t_plain, 1))]
+    drafters = {"copy (verbatim CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok,
+                                                                                          stok, k=8)}
+    if medusa is not None:
+        drafters["Medusa-1 heads"] = lambda b: medusa
+    for name, make in drafters.items():
+        def go():
+            hyps, accepted = [], []
+            for b in batches:
+                h, stats = speculative_decode(sub, b["subtitle"], DecodingOptions(max_len=max_len, draft=make(b)))
+                hyps += h
+                accepted += stats.accepted
+            return hyps, sum(accepted) / max(len(accepted), 1)
+        (hyps, per_pass), t = timed(go, repeats)
+        rows.append(dict(drafter=name, seconds=round(t, 3), speedup=round(t_plain / t, 2),
+                         tokens_per_pass=round(per_pass, 2), identical=[h.tokens for h in hyps] == [h.tokens for h in plain],
+                         tokens_per_s=round(tokens / t, 1)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a model directory with a CTC 'verbatim' and an AR 'subtitle' head")
+    parser.add_argument("--limit", type=int, default=96, help="held-out utterances")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "speculative_asr.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from recipes.asr_subtitle.data import load_split
+    from recipes.asr_subtitle.evaluate import corpus_splits
+    from zoo.graph import ZooModel
+
+    model = ZooModel.from_pretrained(args.model).eval()
+    types = {h: model.spec_decoders.get(h, {}).get("type") for h in ("verbatim", "subtitle")}
+    if types != {"verbatim": "ctc", "subtitle": "transformer_decoder"}:
+        raise ValueError(f"{args.model} has heads {types}; this benchmark needs a CTC verbatim head and an AR subtitle "
+                         "head (the shared or cascaded presets)")
+    medusa = None
+    if (Path(args.model) / "medusa-subtitle.safetensors").is_file():
+        from recipes.asr_subtitle.train_medusa import load_medusa
+
+        medusa = load_medusa(args.model, model, "subtitle")
+    rows = load_split(corpus_splits(args.model)["test_unseen"])[: args.limit]
+    result = dict(model=args.model, utterances=len(rows), threads=args.threads, batches={})
+    print("| batch | drafter | s | speed-up | tokens per pass | tokens/s | identical |\n|---:|---|---:|---:|---:|---:|---|")
+    for batch_size in (1, 8):
+        table = run(model, encode_batches(model, rows, batch_size), medusa, repeats=args.repeats)
+        result["batches"][batch_size] = table
+        for r in table:
+            print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "
+                  f"{r['tokens_per_s']:.0f} | {'yes' if r['identical'] else 'NO'} |", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
