@@ -79,7 +79,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float) -> dict:
 
     info = json.loads(reference.read_text())
     source = AudioSource(reference.parent / info["audio_filepath"], model.meta.get("sample_rate", 16000))
-    ref = " ".join(seg["verbatim"] for seg in info["segments"])
+    ref = " ".join(seg["text_verbatim"] for seg in info["segments"])
     tok = model.tokenizer("verbatim")
     head = model.decoders["verbatim"]
 
@@ -101,7 +101,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float) -> dict:
         ar_texts += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
     ar_s = time.perf_counter() - t
     minutes = source.length / sr / 60
-    return dict(minutes=round(minutes, 2), ctc_s=round(ctc_s, 2), ar_s=round(ar_s, 2),
+    return dict(minutes=round(minutes, 2), batch=opts.batch_size, ctc_s=round(ctc_s, 2), ar_s=round(ar_s, 2),
                 speedup=round(ar_s / ctc_s, 2), ctc_wer=metrics.wer([ref], [ctc_text]),
                 ar_wer=metrics.wer([ref], [" ".join(ar_texts)]))
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     for minutes in args.minutes:
         r = long_form(model, build_longform(Path(splits["train"]).parent, minutes=minutes), args.chunk, args.context)
         result["long"].append(r)
-        print(f"| long-form {r['minutes']:.1f} min | {16} | {r['ctc_s']:.2f} | {r['ar_s']:.2f} | – | "
+        print(f"| long-form {r['minutes']:.1f} min | {r['batch']} windows | {r['ctc_s']:.2f} | {r['ar_s']:.2f} | – | "
               f"{r['speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | {100 * r['ar_wer']:.1f}% |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ctc_vs_ar.json").write_text(json.dumps(result, indent=1))
