@@ -27,29 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _batches(rows, batch_size: int):
-    from recipes.asr_subtitle.data import SpeechTextDataset, collate
-
-    dataset = SpeechTextDataset(rows, {}, label_mode="both")
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = collate([dataset[i] for i in idx])
-        yield idx, {"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]}
-
-
 @torch.inference_mode()
 def short_utterances(model, rows, batch_size: int) -> dict:
     """Encoder seconds, CTC and AR decoding seconds and WER over ``rows``."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
+    from recipes.asr_subtitle.evaluate import audio_batches
     from zoo import metrics
 
     head = model.decoders["verbatim"]
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
-    for idx, batch in _batches(rows, batch_size):
+    for idx, batch in audio_batches(rows, batch_size):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
         times["encoder"] += time.perf_counter() - t

@@ -16,37 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.speculative import timed  # noqa: E402  (best of N, with the last output)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @torch.inference_mode()
 def encode_batches(model, rows, batch_size: int) -> list[dict]:
-    from recipes.asr_subtitle.data import SpeechTextDataset, collate
+    """Each batch's subtitle and verbatim memories (the encoders run once, untimed)."""
+    from recipes.asr_subtitle.evaluate import audio_batches
 
-    dataset = SpeechTextDataset(rows, {}, label_mode="both")
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])
     out = []
-    for start in range(0, len(order), batch_size):
-        batch = collate([dataset[i] for i in order[start:start + batch_size]])
-        feats = model.encode({"audio": batch["audio"], "audio_lengths": batch["audio_lengths"]})
+    for _, batch in audio_batches(rows, batch_size):
+        feats = model.encode(batch)
         out.append(dict(subtitle=model.memory(feats, "subtitle"), verbatim=model.memory(feats, "verbatim")))
     return out
-
-
-def timed(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 
 @torch.inference_mode()

@@ -263,19 +263,16 @@ class XDecoder(Decoder):
         with torch.no_grad():
             bce, dice = _bce_dice(masks[:, :, None], objects[:, None])                        # (B, Q, K)
             cost = (bce + dice).cpu()
-        rows, queries, chosen = [], [], []
-        for row in range(masks.shape[0]):
-            n = int(counts[row])
+        queries = []  # per row, the query matched to each of its objects, in object order
+        for row, n in enumerate(counts.tolist()):
             qi, ki = linear_sum_assignment(cost[row, :, :n].numpy())
-            rows += [row] * n
-            queries.append(torch.as_tensor(qi[ki.argsort()]))
-            chosen.append(int(qi[list(ki).index(int(targets["ref_index"][row]))]))
-        device = masks.device
-        row_index, query_index = torch.tensor(rows, device=device), torch.cat(queries).to(device)
-        object_index = torch.cat([torch.arange(int(n), device=device) for n in counts])
+            queries.append(torch.as_tensor(qi[ki.argsort()], device=masks.device))
+        row_index = torch.arange(len(queries), device=masks.device).repeat_interleave(counts.to(masks.device))
+        object_index = torch.cat([torch.arange(len(q), device=masks.device) for q in queries])
+        query_index = torch.cat(queries)
         bce, dice = _bce_dice(masks[row_index, query_index], objects[row_index, object_index])
-        scores = pred["scores"]
-        return bce.mean() + dice.mean() + F.cross_entropy(scores, torch.tensor(chosen, device=scores.device))
+        chosen = torch.stack([q[int(r)] for q, r in zip(queries, targets["ref_index"])])  # the referred object's query
+        return bce.mean() + dice.mean() + F.cross_entropy(pred["scores"], chosen)
 
     # --- inference -----------------------------------------------------------------------------
     @torch.no_grad()

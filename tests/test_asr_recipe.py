@@ -103,15 +103,20 @@ def test_word_times_and_segments_from_a_best_path():
     assert len(split_segments(words, 1.0)) == 1
 
 
+def _one_window_and_direct(model, ctc):
+    """Buffered best path of 3 s of noise read as one window, its frame shift, and ``ctc``'s argmax on it directly."""
+    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1)
+    path, shift = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=60, context_s=0))
+    feats = model.encode({"audio": wav[None], "audio_lengths": torch.tensor([len(wav)])})
+    return path, shift, ctc.log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+
+
 def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
     rows = _rows(tmp_path)
     toks = _tokenizers(rows)
     torch.manual_seed(0)
     model = _tiny("verbatim", toks).eval()
-    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1)
-    path, shift = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=60, context_s=0))
-    feats = model.encode({"audio": wav[None], "audio_lengths": torch.tensor([len(wav)])})
-    direct = model.decoders["verbatim"].log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+    path, shift, direct = _one_window_and_direct(model, model.decoders["verbatim"])
     assert shift == 0.04
     assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
 
@@ -128,11 +133,7 @@ def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tm
     extras = out.outputs["verbatim"].extras
     assert extras["ctc_loss"] > 0 and extras["att_loss"] > 0
     assert head.ctc.proj.weight.grad.abs().sum() > 0 and head.attention.embed.weight.grad.abs().sum() > 0
-    model.eval()
-    wav = torch.from_numpy(np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1)
-    path, _ = buffered_ctc_path(model, AudioSource(wav, 16000, 16000), opts=LongFormOptions(chunk_s=60, context_s=0))
-    feats = model.encode({"audio": wav[None], "audio_lengths": torch.tensor([len(wav)])})
-    direct = head.ctc.log_probs(feats["acoustic"]).argmax(-1)[0].numpy()
+    path, _, direct = _one_window_and_direct(model.eval(), head.ctc)
     assert np.array_equal(path[: len(direct)], direct[: len(path)])
 
 

@@ -39,21 +39,25 @@ def decoding_options(head_type: str, beam: int = 1, max_len: int = 200, lm=None,
     return DecodingOptions(beam_size=beam, max_len=max_len)
 
 
+def audio_batches(rows: Sequence[dict], batch_size: int, device=None, progress: bool = False):
+    """(row indices, {"audio", "audio_lengths"}) batches of ``rows``, similar lengths together (sorted by duration)."""
+    dataset = SpeechTextDataset(rows, {}, label_mode="both")
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])
+    for start in tqdm(range(0, len(order), batch_size), desc="decode", disable=not progress):
+        idx = order[start: start + batch_size]
+        batch = collate([dataset[i] for i in idx])
+        yield idx, {"audio": batch["audio"].to(device), "audio_lengths": batch["audio_lengths"].to(device)}
+
+
 @torch.no_grad()
 def transcribe_rows(model, rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16, beam: int = 1,
                     progress: bool = False, max_len: int = 200, options: dict | None = None) -> dict[str, list[str]]:
     """Hypothesis texts per head, in row order; ``options`` overrides a head's decoding options."""
     model.eval()
-    dataset = SpeechTextDataset(rows, {}, label_mode="both")
     options = {h: decoding_options(model.spec_decoders[h]["type"], beam, max_len) for h in heads} | (options or {})
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # batch similar lengths together
     texts: dict[str, dict[int, str]] = {h: {} for h in heads}
     device = next(model.parameters()).device
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="decode", disable=not progress):
-        idx = order[start: start + batch_size]
-        batch = collate([dataset[i] for i in idx])
-        batch = {"audio": batch["audio"].to(device), "audio_lengths": batch["audio_lengths"].to(device)}
+    for idx, batch in audio_batches(rows, batch_size, device, progress):
         result = model.generate(batch, heads=list(heads), options=options)
         for h in heads:
             for i, hyp in zip(idx, result[h]):

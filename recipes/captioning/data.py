@@ -148,9 +148,10 @@ def make_example(split: str, seed: int, index: int, options: CaptionDataOptions 
                          "the shapes and colours of the options")
     rng = np.random.default_rng((seed, 2, index, split == "test"))
     sound = SOUNDS[int(rng.integers(len(SOUNDS)))]
+    group_captions = {g: captions(scene, sound, g) for g in GROUPS}
     return dict(id=f"{split}-{seed}-{index:06d}", image=scene.image, masks=scene.masks, scene=scene, sound=sound,
-                audio=synth_sound(sound, rng, options.duration), captions=captions(scene, sound),
-                group_captions={g: captions(scene, sound, g) for g in GROUPS}, referring=referring_expressions(scene))
+                audio=synth_sound(sound, rng, options.duration), captions=group_captions["va"],
+                group_captions=group_captions, referring=referring_expressions(scene))
 
 
 class CaptionScenes(Dataset):
@@ -209,16 +210,16 @@ def collate(items: list[dict]) -> dict:
         tokens, lengths = _pad([it["tokens"] for it in items])
         target = dict(tokens=tokens, lengths=lengths)
         batch["targets"] = {"caption": target, "caption_nar": dict(target), "align": dict(target), "xdec": dict(target)}
-        grounded = [it for it in items if "ref_tokens" in it]
-        if grounded:  # rows whose scene has no unambiguous object (~1%) train the caption only
+        rows = [i for i, it in enumerate(items) if "ref_tokens" in it]
+        if rows:  # rows whose scene has no unambiguous object (~1%) train the caption only
+            grounded = [items[i] for i in rows]
             ref, ref_lengths = _pad([it["ref_tokens"] for it in grounded])
             mask = torch.from_numpy(np.stack([it["masks"][it["ref"][1]] for it in grounded])).float()
-            rows = torch.tensor([i for i, it in enumerate(items) if "ref_tokens" in it])
             counts = torch.tensor([len(it["masks"]) for it in grounded])
             objects = torch.zeros(len(grounded), int(counts.max()), *mask.shape[-2:])
             for row, it in enumerate(grounded):
                 objects[row, : len(it["masks"])] = torch.from_numpy(np.asarray(it["masks"])).float()
-            batch["targets"]["xdec"].update(ref_tokens=ref, ref_lengths=ref_lengths, mask=mask, ref_rows=rows,
+            batch["targets"]["xdec"].update(ref_tokens=ref, ref_lengths=ref_lengths, mask=mask, ref_rows=torch.tensor(rows),
                                             object_masks=objects, object_counts=counts,
                                             ref_index=torch.tensor([it["ref"][1] for it in grounded]))
     return batch

@@ -111,11 +111,11 @@ def audio_swap(model, dataset: CaptionScenes, batch_size: int = 64, seed: int = 
     sound (0 is right: the image alone cannot tell)."""
     import numpy as np
 
-    from recipes.captioning.data import SOUNDS, sound_phrase, synth_sound
+    from recipes.captioning.data import SAMPLE_RATE, SOUNDS, sound_phrase, synth_sound
 
     head = caption_head(model)
     rng = np.random.default_rng(seed)
-    rows = [dict(it, audio=synth_sound(s, rng, len(it["audio"]) / 16000), sound=s, group="va")
+    rows = [dict(it, audio=synth_sound(s, rng, len(it["audio"]) / SAMPLE_RATE), sound=s, group="va")
             for it in dataset.items for s in SOUNDS]
     rows += [dict(it, group="v") for it in dataset.items]
     correct, named, n_va = 0, 0, len(dataset.items) * len(SOUNDS)
@@ -132,14 +132,18 @@ def audio_swap(model, dataset: CaptionScenes, batch_size: int = 64, seed: int = 
     return {"audio_swap": correct / max(n_va, 1), "vision_only_sound": named / max(len(dataset.items), 1)}
 
 
+def head_checks(model, dataset: CaptionScenes, batch_size: int = 64, swap: bool = True) -> dict[str, float]:
+    """What a model's heads allow beyond caption scores: mIoU for an X-Decoder head, the audio-swap check for an
+    audio-visual caption head (``swap``)."""
+    result = {"miou": grounding_miou(model, dataset)} if "xdec" in model.decoders else {}
+    if "caption" in model.decoders and swap:
+        result.update(audio_swap(model, dataset, batch_size))
+    return result
+
+
 def make_eval_fn(dataset: CaptionScenes, batch_size: int = 64):
     def eval_fn(model) -> dict[str, float]:
-        result = scores(*caption_dataset(model, dataset, batch_size=batch_size))
-        if "caption" in model.decoders:
-            result.update(audio_swap(model, dataset, batch_size))
-        if "xdec" in model.decoders:
-            result["miou"] = grounding_miou(model, dataset)
-        return result
+        return scores(*caption_dataset(model, dataset, batch_size=batch_size)) | head_checks(model, dataset, batch_size)
 
     return eval_fn
 
@@ -176,11 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               max_len=22)
     dataset = CaptionScenes(args.size, "test", args.seed, group=args.group)
     hyps, refs = caption_dataset(model, dataset, options, args.batch_size)
-    result = scores(hyps, refs)
-    if "xdec" in model.decoders:
-        result["miou"] = grounding_miou(model, dataset)
-    if "caption" in model.decoders and args.group == "va" and not args.no_swap:
-        result.update(audio_swap(model, dataset, args.batch_size))
+    result = scores(hyps, refs) | head_checks(model, dataset, args.batch_size, args.group == "va" and not args.no_swap)
     print(" ".join(f"{k}={v:.4g}" for k, v in result.items()))
     for h, r in list(zip(hyps, refs))[:3]:
         print(f"  {h[0]!r}  (ref: {r[0]!r})")
