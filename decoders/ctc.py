@@ -128,13 +128,20 @@ def prefix_beam_search(log_probs: Tensor, beam_size: int, blank: int = 0, lm: An
 
 class CTCHead(Decoder):
     """Linear projection to ``vocab_size`` (blank included) and CTC; ``frame_shift_s`` (seconds per
-    memory frame, e.g. the speech encoder's ``frame_shift_s``) turns frames into timestamps."""
+    memory frame, e.g. the speech encoder's ``frame_shift_s``) turns frames into timestamps.
+
+    ``inter_weight`` > 0 adds Intermediate CTC (Lee & Watanabe 2021, §3, ESPnet's ``interctc_weight``): the
+    same projection scores the encoder's ``intermediates`` and the loss is ``(1 - w) * CTC(final) + w *
+    mean(CTC(intermediate))``; the encoder must be built with ``intermediate_layers``."""
 
     label_keys = ("tokens", "lengths")
 
     def __init__(self, in_dim: int, vocab_size: int, blank: int = 0, reduction: str = "mean",
-                 frame_shift_s: float | None = None, dropout: float = 0.0):
+                 frame_shift_s: float | None = None, dropout: float = 0.0, inter_weight: float = 0.0):
         super().__init__()
+        if not 0.0 <= inter_weight < 1.0:
+            raise ValueError(f"inter_weight={inter_weight} must lie in [0, 1) (0 turns Intermediate CTC off)")
+        self.inter_weight = inter_weight
         if not 0 <= blank < vocab_size:
             raise ValueError(f"blank id {blank} must be in 0..{vocab_size - 1} "
                              "(vocab_size includes the blank)")
@@ -160,9 +167,19 @@ class CTCHead(Decoder):
         frames = _frames(memory)
         tokens, lengths = targets["tokens"].long(), targets["lengths"].long()
         self.check_targets(tokens, lengths, frames, targets.get("ids"))
-        loss = F.ctc_loss(lp.transpose(0, 1), tokens, frames, lengths, blank=self.blank,
-                          reduction=self.reduction, zero_infinity=False)
+        loss = self._ctc_loss(lp, tokens, frames, lengths)
+        if self.inter_weight > 0:
+            if not memory.intermediates:
+                raise ValueError("inter_weight > 0 (Intermediate CTC) needs intermediate encoder layers: build the "
+                                 "encoder with intermediate_layers=[...] (e.g. the middle layer)")
+            inter = [self._ctc_loss(self.proj(self.drop(h)).float().log_softmax(-1), tokens, frames, lengths)
+                     for h in memory.intermediates]
+            loss = (1 - self.inter_weight) * loss + self.inter_weight * torch.stack(inter).mean(0)
         return DecoderOutput(loss, lp, {"lengths": frames})
+
+    def _ctc_loss(self, lp: Tensor, tokens: Tensor, frames: Tensor, lengths: Tensor) -> Tensor:
+        return F.ctc_loss(lp.transpose(0, 1), tokens, frames, lengths, blank=self.blank,
+                          reduction=self.reduction, zero_infinity=False)
 
     def check_targets(self, tokens: Tensor, lengths: Tensor, frames: Tensor,
                       ids: Sequence[str] | None = None) -> None:
@@ -288,7 +305,7 @@ def _frames(memory: Features) -> Tensor:
 
 @register_decoder(task="asr")
 def ctc(in_dim: int, vocab_size: int, blank: int = 0, reduction: str = "mean",
-        frame_shift_s: float | None = None, dropout: float = 0.0) -> CTCHead:
-    """CTC head: Linear(in_dim, vocab_size) + CTC loss; greedy / prefix beam search with an LM hook; forced
-    alignment."""
-    return CTCHead(in_dim, vocab_size, blank, reduction, frame_shift_s, dropout)
+        frame_shift_s: float | None = None, dropout: float = 0.0, inter_weight: float = 0.0) -> CTCHead:
+    """CTC head: Linear(in_dim, vocab_size) + CTC loss (+ Intermediate CTC with ``inter_weight``); greedy /
+    prefix beam search with an LM hook; forced alignment."""
+    return CTCHead(in_dim, vocab_size, blank, reduction, frame_shift_s, dropout, inter_weight)

@@ -138,7 +138,10 @@ class LogMelFrontend(nn.Module):
 @dataclass(frozen=True)
 class SpecAugmentConfig:
     """Park et al. (2019), §2: time warp W (0 = off), ``freq_masks`` masks of width <= F, ``time_masks``
-    masks of width <= T and <= ``time_ratio`` * length (the adaptive bound p)."""
+    masks of width <= T and <= ``time_ratio`` * length (the adaptive bound p). ``warmup_steps``: the first
+    that many training forwards pass unmasked, a curriculum (easy inputs first, as SortaGrad in Amodei et
+    al. 2016, §3.1) that lets a small CTC model leave its all-blank plateau before the masks make the task
+    harder (BENCHMARKS.md: ASR tiny preset); the count is a buffer, so a resumed run continues it exactly."""
 
     freq_masks: int = 2
     freq_width: int = 27
@@ -147,6 +150,7 @@ class SpecAugmentConfig:
     time_ratio: float = 1.0
     time_warp: int = 0
     mask_value: float = 0.0
+    warmup_steps: int = 0
 
 
 class SpecAugment(nn.Module):
@@ -155,10 +159,16 @@ class SpecAugment(nn.Module):
     def __init__(self, cfg: SpecAugmentConfig = SpecAugmentConfig()):
         super().__init__()
         self.cfg = cfg
+        if cfg.warmup_steps > 0:
+            self.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         if not self.training:
             return x
+        if self.cfg.warmup_steps > 0:
+            self.seen += 1
+            if int(self.seen) <= self.cfg.warmup_steps:
+                return x
         c, (b, t, f) = self.cfg, x.shape
         if c.time_warp > 0:
             x = torch.stack([self.warp(row, int(n)) for row, n in zip(x, lengths.tolist())])

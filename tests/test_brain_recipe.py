@@ -11,7 +11,7 @@ SMALL = FMRIConfig(voxels=(120, 90, 150), n_train=24, n_test=30, noise=1.0)
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "cache"))
 
 
 def test_fmri_cohort_is_seeded_and_zscored_with_training_statistics():

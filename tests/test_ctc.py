@@ -201,3 +201,43 @@ def test_decode_options_n_best_and_tokenizer():
         assert r[0].timestamps is None  # no frame shift known
     with pytest.raises(ValueError, match="n_best"):
         CTCDecodingOptions(beam_size=2, n_best=3)
+
+
+def test_intermediate_ctc_mixes_the_final_and_intermediate_losses_with_one_projection():
+    torch.manual_seed(0)
+    x, mid = torch.randn(2, 12, 16), torch.randn(2, 12, 16)
+    memory = Features(x, torch.tensor([12, 9]), intermediates=[mid])
+    targets = {"tokens": torch.tensor([[1, 2, 3], [4, 4, 0]]), "lengths": torch.tensor([3, 2])}
+    head = CTCHead(16, 7, inter_weight=0.3)
+
+    def ctc(h):
+        lp = head.proj(h).log_softmax(-1)
+        return F.ctc_loss(lp.transpose(0, 1), targets["tokens"], memory.lengths, targets["lengths"])
+
+    torch.testing.assert_close(head(memory, targets).loss, 0.7 * ctc(x) + 0.3 * ctc(mid))
+    with pytest.raises(ValueError, match="intermediate_layers"):
+        head(Features(x, memory.lengths), targets)
+    with pytest.raises(ValueError, match="inter_weight"):
+        CTCHead(16, 7, inter_weight=1.0)
+
+
+def test_intermediate_ctc_preset_trains_through_the_graph():
+    from recipes.asr_subtitle.presets import asr_spec
+    from zoo.graph import ZooModel
+
+    torch.manual_seed(0)
+    model = ZooModel(**asr_spec("cascaded", "tiny", 12, 12, inter_ctc=0.3).to_config())
+    plain = ZooModel(**asr_spec("cascaded", "tiny", 12, 12).to_config())
+    plain.load_state_dict(model.state_dict())  # strict: InterCTC adds no weights
+    assert model.encoders["acoustic"].stack.intermediate_layers == [3]
+    from recipes.asr_subtitle.data import collate
+
+    batch = collate([{"id": "a", "audio": torch.randn(16000) * 0.1, "verbatim": torch.tensor([4, 5, 6])},
+                     {"id": "b", "audio": torch.randn(12000) * 0.1, "verbatim": torch.tensor([7, 8])}])
+    model.train(), plain.train()
+    torch.manual_seed(1)
+    loss = model(batch).losses["verbatim"]
+    torch.manual_seed(1)
+    assert not torch.isclose(loss, plain(batch).losses["verbatim"])  # the intermediate layer is scored too
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoders["acoustic"].stack.blocks[0].parameters())

@@ -95,6 +95,20 @@ def test_spec_augment_masks_only_in_training_and_within_bounds():
     assert masked_any > 100  # it does mask
 
 
+def test_spec_augment_warmup_passes_the_first_training_steps_and_resumes_its_count():
+    aug = SpecAugment(SpecAugmentConfig(freq_masks=2, freq_width=5, time_masks=0, warmup_steps=3)).train()
+    x, lengths = torch.ones(4, 30, 20), torch.full((4,), 30)
+    torch.manual_seed(0)
+    assert all(torch.equal(aug(x, lengths), x) for _ in range(3))
+    aug.eval()(x, lengths)  # evaluation does not count
+    assert int(aug.seen) == 3
+    assert not torch.equal(aug.train()(x, lengths), x)  # the 4th training forward masks
+    resumed = SpecAugment(aug.cfg)
+    resumed.load_state_dict(aug.state_dict())  # the count travels with the checkpoint
+    assert int(resumed.seen) == 4 and not torch.equal(resumed.train()(x, lengths), x)
+    assert "seen" not in SpecAugment(SpecAugmentConfig()).state_dict()  # no warmup: no new state
+
+
 def test_time_warp_keeps_lengths_and_padding():
     aug = SpecAugment(SpecAugmentConfig(freq_masks=0, time_masks=0, time_warp=5)).train()
     torch.manual_seed(0)

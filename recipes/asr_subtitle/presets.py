@@ -28,10 +28,12 @@ SPEC_AUGMENT = dict(freq_masks=2, freq_width=27, time_masks=2, time_width=40, ti
 VERBATIM_VOCAB, SUBTITLE_VOCAB = 40, 90
 
 
-def acoustic(size: str, spec_augment: bool = True) -> Node:
+def acoustic(size: str, spec_augment: bool = True, spec_augment_warmup: int = 0, inter_ctc: bool = False) -> Node:
     s = SIZES[size]
+    aug = dict(SPEC_AUGMENT, warmup_steps=spec_augment_warmup) if spec_augment_warmup else SPEC_AUGMENT
+    inter = {"intermediate_layers": [s["layers"] // 2]} if inter_ctc else {}  # InterCTC at the middle layer
     return Node("conformer_speech", input="audio", dim=s["dim"], layers=s["layers"], heads=s["heads"],
-                ffn=s["ffn"], spec_augment=SPEC_AUGMENT if spec_augment else None)
+                ffn=s["ffn"], spec_augment=aug if spec_augment else None, **inter)
 
 
 def written(size: str, source: str = "acoustic") -> Node:
@@ -40,8 +42,10 @@ def written(size: str, source: str = "acoustic") -> Node:
                 heads=s["heads"], ffn=s["ffn"], frame_shift_s=FRAME_SHIFT_S)
 
 
-def ctc_head(size: str, source: str, vocab: int) -> Node:
-    return Node("ctc", source=source, in_dim=SIZES[size]["dim"], vocab_size=vocab, frame_shift_s=FRAME_SHIFT_S)
+def ctc_head(size: str, source: str, vocab: int, inter_weight: float = 0.0) -> Node:
+    inter = {"inter_weight": inter_weight} if inter_weight else {}
+    return Node("ctc", source=source, in_dim=SIZES[size]["dim"], vocab_size=vocab, frame_shift_s=FRAME_SHIFT_S,
+                **inter)
 
 
 def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
@@ -53,20 +57,22 @@ def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
 
 
 def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
-             spec_augment: bool = True) -> ModelSpec:
-    """``kind``: verbatim | subtitle | shared | cascaded | ctc | hybrid."""
-    encoders = {"acoustic": acoustic(size, spec_augment)}
+             spec_augment: bool = True, spec_augment_warmup: int = 0, inter_ctc: float = 0.0) -> ModelSpec:
+    """``kind``: verbatim | subtitle | shared | cascaded | ctc | hybrid. ``inter_ctc``: Intermediate CTC weight
+    of the verbatim CTC head on the acoustic encoder's middle layer (0: off)."""
+    if inter_ctc and kind in ("subtitle", "hybrid"):
+        raise ValueError(f"inter_ctc applies to the verbatim CTC head, which asr_{kind}_* does not have")
+    encoders = {"acoustic": acoustic(size, spec_augment, spec_augment_warmup, inter_ctc > 0)}
+    verbatim_ctc = ctc_head(size, "acoustic", verbatim_vocab, inter_ctc)
     if kind == "verbatim":
-        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab)}
+        decoders = {"verbatim": verbatim_ctc}
     elif kind == "subtitle":
         decoders = {"subtitle": ar_head(size, "acoustic", subtitle_vocab)}
     elif kind == "shared":
-        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
-                    "subtitle": ar_head(size, "acoustic", subtitle_vocab)}
+        decoders = {"verbatim": verbatim_ctc, "subtitle": ar_head(size, "acoustic", subtitle_vocab)}
     elif kind == "cascaded":
         encoders["written"] = written(size)
-        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
-                    "subtitle": ar_head(size, ["written", "acoustic"], subtitle_vocab)}
+        decoders = {"verbatim": verbatim_ctc, "subtitle": ar_head(size, ["written", "acoustic"], subtitle_vocab)}
     elif kind == "hybrid":
         s = SIZES[size]
         decoders = {"verbatim": Node("ctc_attention", source="acoustic", vocab_size=verbatim_vocab, dim=s["dim"],
@@ -74,29 +80,32 @@ def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitl
                                      pad_id=0, blank=0, ctc_weight=0.3, dropout=0.1, label_smoothing=0.1)}
     elif kind == "ctc":
         encoders["written"] = written(size)
-        decoders = {"verbatim": ctc_head(size, "acoustic", verbatim_vocab),
-                    "subtitle": ctc_head(size, "written", subtitle_vocab)}
+        decoders = {"verbatim": verbatim_ctc, "subtitle": ctc_head(size, "written", subtitle_vocab)}
     else:
         raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded, ctc or hybrid")
     return ModelSpec(encoders, decoders, {h: 1.0 for h in decoders}, task="asr", name=f"asr_{kind}_{size}")
 
 
 def _build(kind: str, size: str, verbatim_vocab: int, subtitle_vocab: int, tokenizers: dict | None,
-           spec_augment: bool) -> ZooModel:
-    spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab, spec_augment)
+           **options) -> ZooModel:
+    spec = asr_spec(kind, size, verbatim_vocab, subtitle_vocab, **options)
     return ZooModel(**spec.to_config(), meta={"sample_rate": 16000, "frame_shift_s": FRAME_SHIFT_S,
                                                  "tokenizers": tokenizers or {}})
 
 
 def _register(kind: str, size: str, doc: str) -> None:
     def preset(verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
-               tokenizers: dict | None = None, spec_augment: bool = True) -> ZooModel:
-        return _build(kind, size, verbatim_vocab, subtitle_vocab, tokenizers, spec_augment)
+               tokenizers: dict | None = None, spec_augment: bool = True, spec_augment_warmup: int = 0,
+               inter_ctc: float = 0.0) -> ZooModel:
+        return _build(kind, size, verbatim_vocab, subtitle_vocab, tokenizers, spec_augment=spec_augment,
+                      spec_augment_warmup=spec_augment_warmup, inter_ctc=inter_ctc)
 
     preset.__name__ = preset.__qualname__ = f"asr_{kind}_{size}"
     preset.__doc__ = f"{doc} ({size}: {SIZES[size]}).\n\n    Args:\n        verbatim_vocab, subtitle_vocab: " \
                      "vocabulary sizes of the two heads.\n        tokenizers: {head: tokenizer.to_dict()} stored in config.json." \
-                     "\n        spec_augment: SpecAugment (Park et al. 2019) on the log-mels while training."
+                     "\n        spec_augment: SpecAugment (Park et al. 2019) on the log-mels while training." \
+                     "\n        spec_augment_warmup: training steps before SpecAugment starts (SpecAugmentConfig)." \
+                     "\n        inter_ctc: Intermediate CTC weight on the acoustic encoder's middle layer (0: off)."
     register_model(preset, task="asr", modality="audio")
 
 

@@ -32,6 +32,8 @@ class ModelConfig:
     tokenizer: str = "char"         # char | bpe | unigram (subtitle head; verbatim is always char)
     subtitle_vocab: int = 256       # for bpe / unigram
     spec_augment: bool = True       # SpecAugment on the acoustic encoder's log-mels (training only)
+    spec_augment_warmup: int = 0    # steps trained without SpecAugment first (SpecAugmentConfig.warmup_steps)
+    inter_ctc: float = 0.0          # Intermediate CTC weight of the verbatim head (Lee & Watanabe 2021)
 
 
 @dataclass
@@ -88,7 +90,8 @@ def ctc_alignable(rows: Sequence[dict], tokenizer, frame_shift_s: float, margin:
 def build_model(cfg: ModelConfig, tokenizers: dict):
     return create_model(f"asr_{cfg.kind}_{cfg.size}", verbatim_vocab=tokenizers["verbatim"].vocab_size,
                         subtitle_vocab=tokenizers["subtitle"].vocab_size,
-                        tokenizers={h: t.to_dict() for h, t in tokenizers.items()}, spec_augment=cfg.spec_augment)
+                        tokenizers={h: t.to_dict() for h, t in tokenizers.items()}, spec_augment=cfg.spec_augment,
+                        spec_augment_warmup=cfg.spec_augment_warmup, inter_ctc=cfg.inter_ctc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

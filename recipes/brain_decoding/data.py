@@ -32,7 +32,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "encdec-zoo")) / "brain_decoding"
+    """``$ZOO_DATA_DIR/brain_decoding`` (the embedded-data root every recipe uses; ``$ZOO_CACHE`` is read
+    as an older alias), else ``~/.cache/encdec-zoo/brain_decoding``."""
+    base = os.environ.get("ZOO_DATA_DIR") or os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "encdec-zoo"
+    return Path(base).expanduser() / "brain_decoding"
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class FMRICohort:
 def stimuli(cfg: FMRIConfig, cache: bool = True) -> tuple[np.ndarray, np.ndarray, TargetSpace]:
     """Scene seeds, target embeddings and the fitted target space of every image (test images first).
 
-    The frozen-encoder pass is the slow part, so it is cached under ``$ZOO_CACHE/brain_decoding``
+    The frozen-encoder pass is the slow part, so it is cached under ``$ZOO_DATA_DIR/brain_decoding``
     (default ~/.cache/encdec-zoo), keyed by everything it depends on.
     """
     n_sub = len(cfg.voxels)
