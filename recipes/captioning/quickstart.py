@@ -3,7 +3,7 @@
 1. The tiny audio-visual captioner (``configs/tiny.yaml``): trained, scored on unseen colour-shape pairs
    (CIDEr-D, BLEU-4, exact match, audio swap), card written; ``captions.md`` + ``captions.png`` show
    held-out scenes captioned with their sound, with the image alone, and with the sound swapped.
-2. The X-Decoder (``configs/xdecoder_tiny.yaml``, shortened to 400 steps of 16): trained on captions +
+2. The X-Decoder (``configs/xdecoder_tiny.yaml``, shortened to 300 steps of 16): trained on captions +
    referring expressions, scored (mIoU, CIDEr-D), card written; ``masks/*.png`` overlay what it segments
    for a referring expression.
 
@@ -28,7 +28,8 @@ FAST = ["train.batch_size=16", "data.n_train=300", "data.n_eval=0", "train.warmu
 # the X-Decoder's own config (1200 steps of 32, ~16 min) shows its mIoU; the quickstart's 30-minute budget
 # leaves it ~2 minutes: enough for the overlays to show what it has learned, not for its best masks. The
 # short run weights grounding 0.3 (the config's 0.1 balances captions and masks over the full 1200 steps).
-XDECODER_QUICK = ["model.ground_weight=0.3", "train.steps=400", "train.batch_size=16", "train.warmup_steps=30", "train.checkpoint_every=400"]
+XDECODER_QUICK = ["model.ground_weight=0.3", "train.steps=300", "train.batch_size=16", "train.warmup_steps=30",
+                  "train.checkpoint_every=300"]
 
 
 def _train(out_dir: Path, fast: bool, config: Path | None = None, extra: list[str] = ()) -> Path:
