@@ -32,7 +32,7 @@ class ModelConfig:
     tokenizer: str = "char"         # char | bpe | unigram (subtitle head; verbatim is always char)
     subtitle_vocab: int = 256       # for bpe / unigram
     spec_augment: bool = True       # SpecAugment on the acoustic encoder's log-mels (training only)
-    spec_augment_warmup: int = 0    # steps trained without SpecAugment first (SpecAugmentConfig.warmup_steps)
+    spec_augment_warmup: int = 0    # micro-batches trained without SpecAugment first (SpecAugmentConfig)
     inter_ctc: float = 0.0          # Intermediate CTC weight of the verbatim head (Lee & Watanabe 2021)
 
 
