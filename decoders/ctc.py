@@ -158,7 +158,10 @@ class CTCHead(Decoder):
 
     def log_probs(self, memory: Features) -> Tensor:
         """(B, T, V) log-softmax in float32."""
-        return self.logits(memory).float().log_softmax(-1)
+        return self._log_probs(_one(memory).x)
+
+    def _log_probs(self, x: Tensor) -> Tensor:
+        return self.proj(self.drop(x)).float().log_softmax(-1)
 
     # --- training ---------------------------------------------------------------------------
     def forward(self, memory: Features, targets: dict[str, Any]) -> DecoderOutput:
@@ -172,8 +175,7 @@ class CTCHead(Decoder):
             if not memory.intermediates:
                 raise ValueError("inter_weight > 0 (Intermediate CTC) needs intermediate encoder layers: build the "
                                  "encoder with intermediate_layers=[...] (e.g. the middle layer)")
-            inter = [self._ctc_loss(self.proj(self.drop(h)).float().log_softmax(-1), tokens, frames, lengths)
-                     for h in memory.intermediates]
+            inter = [self._ctc_loss(self._log_probs(h), tokens, frames, lengths) for h in memory.intermediates]
             loss = (1 - self.inter_weight) * loss + self.inter_weight * torch.stack(inter).mean(0)
         return DecoderOutput(loss, lp, {"lengths": frames})
 

@@ -39,6 +39,7 @@ import numpy as np
 import soundfile as sf
 
 from recipes.asr_subtitle.text import LANGUAGES, NewsGrammar
+from zoo.data import data_root
 from zoo.data.manifest import Field, non_empty, one_of, positive, read_manifest, write_manifest
 
 __all__ = ["build_corpus", "build_longform", "default_root", "corpus_config", "MANIFEST_SCHEMA", "VOICES",
@@ -242,8 +243,7 @@ def _config_hash(config: dict) -> str:
 
 def default_root(config: dict) -> Path:
     """``$ZOO_DATA_DIR/asr_corpus-<hash>``, else ``~/.cache/encdec-zoo/asr_corpus-<hash>``."""
-    base = Path(os.environ.get("ZOO_DATA_DIR") or "~/.cache/encdec-zoo").expanduser()
-    return base / f"asr_corpus-{_config_hash(config)}"
+    return data_root() / f"asr_corpus-{_config_hash(config)}"
 
 
 # --- building --------------------------------------------------------------------------------------

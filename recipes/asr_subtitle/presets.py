@@ -28,10 +28,10 @@ SPEC_AUGMENT = dict(freq_masks=2, freq_width=27, time_masks=2, time_width=40, ti
 VERBATIM_VOCAB, SUBTITLE_VOCAB = 40, 90
 
 
-def acoustic(size: str, spec_augment: bool = True, spec_augment_warmup: int = 0, inter_ctc: bool = False) -> Node:
+def acoustic(size: str, spec_augment: bool = True, spec_augment_warmup: int = 0, intermediate: bool = False) -> Node:
     s = SIZES[size]
     aug = dict(SPEC_AUGMENT, warmup_steps=spec_augment_warmup) if spec_augment_warmup else SPEC_AUGMENT
-    inter = {"intermediate_layers": [s["layers"] // 2]} if inter_ctc else {}  # InterCTC at the middle layer
+    inter = {"intermediate_layers": [s["layers"] // 2]} if intermediate else {}  # InterCTC at the middle layer
     return Node("conformer_speech", input="audio", dim=s["dim"], layers=s["layers"], heads=s["heads"],
                 ffn=s["ffn"], spec_augment=aug if spec_augment else None, **inter)
 

@@ -28,10 +28,10 @@ def run(out_dir: Path, fast: bool = False) -> dict:
     limit = ["--limit", "16", "--max-len", "40"] if fast else []
     # greedy CTC, then CTC prefix beam search fused with the training text's character 6-gram LM (weight and
     # bonus chosen on test_seen with an earlier run; BENCHMARKS.md), on the held-out voices only; the card keeps both
-    args = ["--model", str(model_dir), "--split", "test_unseen", "test_seen", "--corpus", str(root), *limit]
-    evaluate.main(args)
-    lm_args = ["--model", str(model_dir), "--split", "test_unseen", "--corpus", str(root), *limit]
-    evaluate.main(lm_args + ["--lm-weight", str(LM_WEIGHT), "--insertion-bonus", str(LM_BONUS)])
+    args = ["--model", str(model_dir), "--corpus", str(root), *limit]
+    evaluate.main(args + ["--split", "test_unseen", "test_seen"])
+    evaluate.main(args + ["--split", "test_unseen", "--lm-weight", str(LM_WEIGHT),
+                          "--insertion-bonus", str(LM_BONUS)])
     longform = build_longform(root, minutes=1.0 if fast else 3.0)
     info = json.loads(Path(longform).read_text())
     model = ZooModel.from_pretrained(str(model_dir))

@@ -26,16 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.data import data_root
 from zoo.data.scenes import SceneOptions, render_scene
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def cache_root() -> Path:
-    """``$ZOO_DATA_DIR/brain_decoding`` (the embedded-data root every recipe uses; ``$ZOO_CACHE`` is read
-    as an older alias), else ``~/.cache/encdec-zoo/brain_decoding``."""
-    base = os.environ.get("ZOO_DATA_DIR") or os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "encdec-zoo"
-    return Path(base).expanduser() / "brain_decoding"
+    """``brain_decoding`` under the recipes' data root (``zoo.data.data_root``: ``$ZOO_DATA_DIR``)."""
+    return data_root() / "brain_decoding"
 
 
 @dataclass(frozen=True)

@@ -10,3 +10,14 @@
 
 Submodules are imported on use, so ``import zoo.data`` stays cheap (lhotse is only needed for bucketing).
 """
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_root() -> Path:
+    """Where recipes cache their generated data: ``$ZOO_DATA_DIR`` (``$ZOO_CACHE`` is read as an older alias),
+    else ``~/.cache/encdec-zoo``."""
+    base = os.environ.get("ZOO_DATA_DIR") or os.environ.get("ZOO_CACHE") or "~/.cache/encdec-zoo"
+    return Path(base).expanduser()
