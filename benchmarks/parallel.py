@@ -2,11 +2,12 @@
 
 Task: reverse a random token string (8-24 tokens, 20 symbols) read through a ``token_embedding``
 encoder. Two graph models with the same encoder size: ``mask_predict_decoder`` and
-``transformer_decoder`` (each 2 layers, d=64), each trained 600 steps (AdamW 2e-3, batch 32; under
-2 minutes on 1 CPU thread). Test: 128 held-out rows decoded as one batch, and 16 of them one at a time; AR greedy vs Mask-Predict
-with T = 4 and 10 iterations (length beam 2). CPU, 1 thread.
+``transformer_decoder`` (each 2 layers, d=64), each trained ``--steps`` steps (AdamW 2e-3, batch 32;
+2000 steps take ~40 s on 1 CPU thread, enough for both to converge). Test: 128 held-out rows decoded
+as one batch, and 16 of them one at a time; AR greedy vs Mask-Predict with T = 1, 2, 4 and 10
+iterations (``--length-beam`` length candidates). CPU, 1 thread.
 
-    python benchmarks/parallel.py     # writes benchmarks/results/parallel.json and .png
+    python benchmarks/parallel.py [--steps 2000] [--length-beam 1]    # writes benchmarks/results/parallel.json and .png
 """
 from __future__ import annotations
 
@@ -47,7 +48,13 @@ def accuracy(hyps, batch):
     return tok, sum(h.tokens == r for h, r in zip(hyps, refs)) / len(refs)
 
 
-def main() -> dict:
+def main(argv=None) -> dict:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=2000, help="training steps of each decoder")
+    ap.add_argument("--length-beam", type=int, default=1, help="length candidates (Mask-Predict §3.3 uses 5)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     test = reverse_batch(torch.Generator().manual_seed(123), 128)
     results = {}
@@ -56,7 +63,7 @@ def main() -> dict:
         model = build(kind)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
         g, t0 = torch.Generator().manual_seed(0), time.perf_counter()
-        for _ in range(600):
+        for _ in range(args.steps):
             loss = model(reverse_batch(g, 32)).loss
             opt.zero_grad()
             loss.backward()
@@ -64,7 +71,7 @@ def main() -> dict:
         train_s = time.perf_counter() - t0
         model.eval()
         settings = {"greedy": DecodingOptions(max_len=HI + 1)} if kind == "autoregressive" else \
-            {f"T={t}": MaskPredictOptions(iterations=t, length_beam=2) for t in (4, 10)}
+            {f"T={t}": MaskPredictOptions(iterations=t, length_beam=args.length_beam) for t in (1, 2, 4, 10)}
         for name, opts in settings.items():
             best, hyps = float("inf"), None
             for _ in range(3):
@@ -86,7 +93,7 @@ def main() -> dict:
         print(f"{name:<24} batch 128: {r['seconds'] * 1000:7.1f} ms  x{r['speedup_vs_ar']:.2f}; batch 1: "
               f"{r['seconds_batch1'] * 1000:6.1f} ms/row x{r['speedup_vs_ar_batch1']:.2f}  token acc {r['token_accuracy']:.3f}  "
               f"exact {r['exact_match']:.3f}  (trained {r['train_seconds']:.0f} s)")
-    out = dict(task=f"reverse {LO}-{HI} tokens, vocab {VOCAB}; 2-layer d=64 heads, 600 steps; 128 test rows, one batch",
+    out = dict(task=f"reverse {LO}-{HI} tokens, vocab {VOCAB}; 2-layer d=64 heads, {args.steps} steps, length beam {args.length_beam}; 128 test rows, one batch",
                threads=1, results=results)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "parallel.json").write_text(json.dumps(out, indent=2))
