@@ -1,4 +1,6 @@
-"""FastDropout: the drop rate, the expectation and the gradient of inverted dropout."""
+"""FastDropout: the drop rate, the expectation and the gradient of inverted dropout; few_row_linear:
+every layout equals F.linear and decoding through it gives the tokens of plain F.linear decoding."""
+import pytest
 import torch
 
 from zoo.layers import FastDropout
@@ -39,3 +41,55 @@ def test_eval_mode_and_zero_p_are_identity_and_seeded_masks_repeat():
     a = FastDropout(0.3)(x)
     torch.manual_seed(3)
     assert torch.equal(a, FastDropout(0.3)(x))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("shape", [(1536, 384), (384, 1536), (8192, 64)])
+def test_few_row_linear_equals_linear_in_every_layout(rows, shape):
+    """The decoding-step product matches F.linear (fp32 rounding only), bias or not, for every branch."""
+    from zoo.layers import DecodingLinear
+
+    layer = DecodingLinear(shape[1], shape[0])
+    x = torch.randn(rows, 1, shape[1])
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+        layer.bias = None
+        torch.testing.assert_close(layer(x), x @ layer.weight.T, rtol=1e-5, atol=1e-5)
+
+
+def test_few_row_linear_rebuilds_its_transposed_copy_when_the_weight_changes():
+    from zoo.layers import DecodingLinear
+
+    layer = DecodingLinear(16, 64)
+    x = torch.randn(1, 16)
+    with torch.no_grad():
+        first = layer(x)
+        layer.weight.mul_(2)  # in-place update (an optimizer step, load_state_dict)
+        torch.testing.assert_close(layer(x), 2 * first - layer.bias, rtol=1e-5, atol=1e-5)
+    y = layer(x.requires_grad_())  # training takes F.linear and keeps autograd working
+    y.sum().backward()
+    assert layer.weight.grad is not None and x.grad is not None
+
+
+def test_large_vocabulary_greedy_and_beam_tokens_equal_the_f_linear_path(monkeypatch):
+    """Decoding with the layout-picking projection gives the tokens of plain F.linear decoding."""
+    import decoders.transformer_decoder as td
+    from decoders.search import DecodingOptions
+    from decoders.transformer_decoder import transformer_decoder
+    from zoo import layers
+    from zoo.contract import Features
+
+    torch.manual_seed(0)
+    dec = transformer_decoder(vocab_size=8192, dim=64, heads=4, layers=2, max_len=40).eval()
+    mems = [Features(torch.randn(n, 20, 64)) for n in (1, 3)]  # 1, 3, 4 and 12 rows per step
+    runs = [(mem, k) for mem in mems for k in (1, 4)]
+    with torch.no_grad():
+        fast = [dec.decode(mem, DecodingOptions(beam_size=k, max_len=30)) for mem, k in runs]
+        plain_linear = lambda owner, x, w, b=None: torch.nn.functional.linear(x, w, b)  # noqa: E731
+        monkeypatch.setattr(layers, "few_row_linear", plain_linear)
+        monkeypatch.setattr(td, "few_row_linear", plain_linear)
+        plain = [dec.decode(mem, DecodingOptions(beam_size=k, max_len=30)) for mem, k in runs]
+    for a, b in zip(fast, plain):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FastDropout"]
+__all__ = ["DecodingLinear", "FastDropout", "few_row_linear"]
 
 
 class _KeepMask(torch.autograd.Function):
@@ -44,3 +44,40 @@ class FastDropout(nn.Dropout):
         random_bytes = words.view(torch.uint8)[:n]
         keep = (random_bytes >= threshold).view(x.shape)
         return _KeepMask.apply(x, keep, 256.0 / (256 - threshold))
+
+
+def few_row_linear(owner: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` with the faster operand layout for the few rows of a decoding step.
+
+    On CPU a product of 1-12 rows with a weight is memory-bound, and MKL's speed there depends on the
+    layout (fp32, 1 thread, weights not in cache): one row against a wide ``(out, in)`` weight runs
+    ~2x faster as ``x @ W^T`` with ``W^T`` stored contiguously (384 -> 1536: 0.28 -> 0.14 ms; the
+    51,865-token vocabulary: 9.3 -> 3.4 ms), and 2-12 rows against a vocabulary as ``W @ x^T``
+    (4 rows: 13.5 -> 6.0 ms). Exact fp32 either way (only the summation order differs). Training,
+    GPUs and other shapes take ``F.linear``. The transposed copy is cached on ``owner`` and rebuilt
+    when the weight changes.
+    """
+    out_f, in_f = weight.shape
+    rows = x.numel() // in_f if in_f else 0
+    if torch.is_grad_enabled() or x.device.type != "cpu" or weight.dtype != torch.float32 or not 0 < rows <= 12:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, in_f)
+    if rows == 1 and out_f >= 2 * in_f:
+        key = (weight.data_ptr(), weight._version)
+        if getattr(owner, "_weight_t", (None,))[0] != key:
+            owner._weight_t = (key, weight.detach().t().contiguous())
+        w_t = owner._weight_t[1]
+        y = flat @ w_t if bias is None else torch.addmm(bias, flat, w_t)
+    elif out_f >= 4096:
+        y = (weight @ flat.T).T.contiguous()
+        y = y if bias is None else y + bias
+    else:
+        return F.linear(x, weight, bias)
+    return y.view(*x.shape[:-1], out_f)
+
+
+class DecodingLinear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose decoding steps use :func:`few_row_linear`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return few_row_linear(self, x, self.weight, self.bias)
