@@ -1,11 +1,13 @@
-"""Speculative greedy decoding of a trained ASR + subtitling model's subtitle head vs its plain greedy.
+"""Speculative greedy decoding of a trained ASR model's AR head vs its plain greedy.
 
-On held-out-voice utterances (``test_unseen``), the encoders run once per batch (not timed); the
-subtitle head then decodes greedily (a) plainly, (b) with CopySpec drafts from the same audio's
-verbatim CTC hypothesis (its greedy CTC decode is timed as part of the drafter), (c) with Medusa-1
-heads if the model folder holds ``medusa-subtitle.safetensors`` (``python -m
-recipes.asr_subtitle.train_medusa``). Every speculative output is checked token for token against
-plain greedy. Batches of 1 and 8 utterances, sorted by length, fp32, best of ``--repeats``.
+On held-out-voice utterances (``test_unseen``), the encoders run once per batch (not timed); the AR
+head then decodes greedily (a) plainly, (b) with CopySpec drafts from a CTC hypothesis of the same
+audio (its greedy CTC decode is timed as part of the drafter), (c) with Medusa-1 heads if the model
+folder holds ``medusa-subtitle.safetensors`` (``python -m recipes.asr_subtitle.train_medusa``). Two
+model kinds: shared/cascaded (the AR *subtitle* head drafted from the verbatim CTC head, across heads)
+and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC branch, same
+tokenizer). Every speculative output is checked token for token against plain greedy. Batches of 1
+and 8 utterances, sorted by length, fp32, best of ``--repeats``.
 
     .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1]
 
@@ -28,38 +30,46 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @torch.inference_mode()
-def encode_batches(model, rows, batch_size: int) -> list[dict]:
-    """Each batch's subtitle and verbatim memories (the encoders run once, untimed)."""
+def encode_batches(model, rows, batch_size: int, target: str) -> list[dict]:
+    """Each batch's memories of the AR ``target`` head and of the verbatim head (encoders run once, untimed)."""
     from recipes.asr_subtitle.evaluate import audio_batches
 
     out = []
     for _, batch in audio_batches(rows, batch_size):
         feats = model.encode(batch)
-        out.append(dict(subtitle=model.memory(feats, "subtitle"), verbatim=model.memory(feats, "verbatim")))
+        out.append(dict(target=model.memory(feats, target), verbatim=model.memory(feats, "verbatim")))
     return out
 
 
+def heads(model, target: str) -> tuple:
+    """(AR decoder, CTC head drafting for it, drafting tokenizer, target tokenizer)."""
+    verbatim = model.decoders["verbatim"]
+    if target == "verbatim":  # hybrid: the attention branch, drafted by its own CTC branch
+        tok = model.tokenizer("verbatim")
+        return verbatim.attention, verbatim.ctc, tok, tok
+    return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
+
+
 @torch.inference_mode()
-def run(model, batches: list[dict], medusa=None, max_len: int = 200, repeats: int = 3) -> list[dict]:
+def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3) -> list[dict]:
     from decoders.search import DecodingOptions, decode
     from decoders.speculative import CopyDrafter, speculative_decode
 
-    sub, ctc = model.decoders["subtitle"], model.decoders["verbatim"]
-    vtok, stok = model.tokenizer("verbatim"), model.tokenizer("subtitle")
-    plain, t_plain = timed(lambda: [h for b in batches for h in decode(sub, b["subtitle"], DecodingOptions(max_len=max_len))],
+    ar, ctc, vtok, ttok = heads(model, target)
+    plain, t_plain = timed(lambda: [h for b in batches for h in decode(ar, b["target"], DecodingOptions(max_len=max_len))],
                            repeats)
     tokens = sum(len(h.tokens) for h in plain)
     rows = [dict(drafter="plain greedy", seconds=round(t_plain, 3), speedup=1.0, tokens_per_pass=1.0, identical=True,
                  tokens_per_s=round(tokens / t_plain, 1))]
-    drafters = {"copy (verbatim CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok,
-                                                                                          stok, k=8)}
+    drafters = {"copy (CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok,
+                                                                                 k=8)}
     if medusa is not None:
         drafters["Medusa-1 heads"] = lambda b: medusa
     for name, make in drafters.items():
         def go():
             hyps, accepted = [], []
             for b in batches:
-                h, stats = speculative_decode(sub, b["subtitle"], DecodingOptions(max_len=max_len, draft=make(b)))
+                h, stats = speculative_decode(ar, b["target"], DecodingOptions(max_len=max_len, draft=make(b)))
                 hyps += h
                 accepted += stats.accepted
             return hyps, sum(accepted) / max(len(accepted), 1)
@@ -85,19 +95,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = ZooModel.from_pretrained(args.model).eval()
     types = {h: model.spec_decoders.get(h, {}).get("type") for h in ("verbatim", "subtitle")}
-    if types != {"verbatim": "ctc", "subtitle": "transformer_decoder"}:
+    if types == {"verbatim": "ctc", "subtitle": "transformer_decoder"}:
+        target = "subtitle"
+    elif types["verbatim"] == "ctc_attention":
+        target = "verbatim"
+    else:
         raise ValueError(f"{args.model} has heads {types}; this benchmark needs a CTC verbatim head and an AR subtitle "
-                         "head (the shared or cascaded presets)")
+                         "head (the shared or cascaded presets) or a hybrid CTC/attention verbatim head")
     medusa = None
-    if (Path(args.model) / "medusa-subtitle.safetensors").is_file():
+    if target == "subtitle" and (Path(args.model) / f"medusa-{target}.safetensors").is_file():
         from recipes.asr_subtitle.train_medusa import load_medusa
 
-        medusa = load_medusa(args.model, model, "subtitle")
+        medusa = load_medusa(args.model, model, target)
     rows = load_split(corpus_splits(args.model)["test_unseen"])[: args.limit]
-    result = dict(model=args.model, utterances=len(rows), threads=args.threads, batches={})
+    result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, batches={})
     print("| batch | drafter | s | speed-up | tokens per pass | tokens/s | identical |\n|---:|---|---:|---:|---:|---:|---|")
     for batch_size in (1, 8):
-        table = run(model, encode_batches(model, rows, batch_size), medusa, repeats=args.repeats)
+        table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats)
         result["batches"][batch_size] = table
         for r in table:
             print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "
