@@ -9,7 +9,7 @@ and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC
 tokenizer). Every speculative output is checked token for token against plain greedy. Batches of 1
 and 8 utterances, sorted by length, fp32, best of ``--repeats``.
 
-    .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1]
+    .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1] [--draft-k 8]
 
 Writes benchmarks/results/speculative_asr.json.
 """
@@ -51,9 +51,10 @@ def heads(model, target: str) -> tuple:
 
 
 @torch.inference_mode()
-def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3) -> list[dict]:
+def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3,
+        draft_k: int = 8) -> list[dict]:
     from decoders.search import DecodingOptions, decode
-    from decoders.speculative import CopyDrafter, speculative_decode
+    from decoders.speculative import CopyDrafter, TokenCopyDrafter, speculative_decode
 
     ar, ctc, vtok, ttok = heads(model, target)
     plain, t_plain = timed(lambda: [h for b in batches for h in decode(ar, b["target"], DecodingOptions(max_len=max_len))],
@@ -61,8 +62,12 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
     tokens = sum(len(h.tokens) for h in plain)
     rows = [dict(drafter="plain greedy", seconds=round(t_plain, 3), speedup=1.0, tokens_per_pass=1.0, identical=True,
                  tokens_per_s=round(tokens / t_plain, 1))]
-    drafters = {"copy (CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok,
-                                                                                 k=8)}
+    if target == "verbatim":  # same vocabulary: copy token ids, no text round trip
+        drafters = {"copy (CTC hypothesis)": lambda b: TokenCopyDrafter.from_hypotheses(
+            ctc.decode(b["verbatim"]), k=draft_k, pad_id=ar.dims.pad_id)}
+    else:
+        drafters = {"copy (CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok,
+                                                                                     ttok, k=draft_k)}
     if medusa is not None:
         drafters["Medusa-1 heads"] = lambda b: medusa
     for name, make in drafters.items():
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=96, help="held-out utterances")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--draft-k", type=int, default=8, help="tokens the copy drafter proposes per round")
     parser.add_argument("--out", type=Path, default=RESULTS / "speculative_asr.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -108,10 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         medusa = load_medusa(args.model, model, target)
     rows = load_split(corpus_splits(args.model)["test_unseen"])[: args.limit]
-    result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, batches={})
+    result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, draft_k=args.draft_k,
+                  batches={})
     print("| batch | drafter | s | speed-up | tokens per pass | tokens/s | identical |\n|---:|---|---:|---:|---:|---:|---|")
     for batch_size in (1, 8):
-        table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats)
+        table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
+                    draft_k=args.draft_k)
         result["batches"][batch_size] = table
         for r in table:
             print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "

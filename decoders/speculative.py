@@ -21,6 +21,8 @@ Drafters:
   reference text of the same input (e.g. the verbatim hypothesis when decoding the subtitle) and
   propose what followed them. Token ids of the two heads differ, so it maps through text: the
   reference is decoded with its tokenizer, the continuation encoded with the target's.
+  :class:`TokenCopyDrafter` copies token ids directly when both share a vocabulary (a hybrid model's
+  CTC branch drafting its attention decoder).
 
 ``decode(decoder, memory, DecodingOptions(draft=drafter))`` routes greedy decoding here;
 :func:`speculative_decode` also returns acceptance statistics.
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 from zoo.contract import Features, Hypothesis
 
 __all__ = ["CopyDrafter", "DraftContext", "Drafter", "EarlyExitDrafter", "MedusaHeads", "RowCache",
-           "SpeculativeGreedy", "speculative_decode", "teacher_hidden", "train_drafter"]
+           "SpeculativeGreedy", "TokenCopyDrafter", "speculative_decode", "teacher_hidden", "train_drafter"]
 
 
 class RowCache:
@@ -195,6 +197,8 @@ class CopyDrafter:
     characters are searched in the reference (case-insensitively, from the last match on, then
     anywhere) and the text after them is encoded with ``tokenizer`` (the target head's)."""
 
+    fold_case = True  # match case-insensitively (the subtitle re-cases the verbatim text)
+
     def __init__(self, references: Sequence[str], tokenizer, k: int = 8, min_match: int = 2, max_match: int = 12):
         if not 1 <= min_match <= max_match:
             raise ValueError(f"need 1 <= min_match <= max_match, got {min_match}, {max_match}")
@@ -209,7 +213,7 @@ class CopyDrafter:
 
     def continuation(self, row: int, text: str) -> str:
         ref = self.refs[row]
-        low, text = ref.lower(), text.lower()
+        low, text = (ref.lower(), text.lower()) if self.fold_case else (ref, text)
         if not text:
             return ref
         for m in range(min(self.max_match, len(text)), self.min_match - 1, -1):
@@ -231,6 +235,32 @@ class CopyDrafter:
             ids = self.tok.encode(self.continuation(row, self.tok.decode(ctx.generated[row])), strict=False)[:width]
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
+
+
+class TokenCopyDrafter(CopyDrafter):
+    """:class:`CopyDrafter` for a reference in the target decoder's own vocabulary (a hybrid model's CTC
+    hypothesis drafting its attention decoder): token ids are matched directly (each id one character
+    of a private string, case-sensitive), with no tokenizer round trip per row and round."""
+
+    fold_case = False
+
+    def __init__(self, references: Sequence[Sequence[int]], k: int = 8, min_match: int = 2, max_match: int = 12,
+                 pad_id: int = 0):
+        super().__init__(["".join(map(chr, r)) for r in references], None, k, min_match, max_match)
+        self.pad_id = pad_id
+
+    @classmethod
+    def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> "TokenCopyDrafter":
+        return cls([h.tokens for h in hyps], **kw)
+
+    def propose(self, ctx: DraftContext) -> Tensor:
+        if len(self.refs) < int(ctx.rows.max()) + 1:
+            raise ValueError(f"TokenCopyDrafter has {len(self.refs)} references but the batch has more rows; "
+                             "give one reference per row")
+        width = min(self.k, ctx.max_draft)
+        drafts = [[ord(c) for c in self.continuation(row, "".join(map(chr, ctx.generated[row])))[:width]]
+                  for row in ctx.rows.tolist()]
+        return torch.tensor([d + [self.pad_id] * (width - len(d)) for d in drafts], dtype=torch.long)
 
 
 # --- the search ------------------------------------------------------------------------------------

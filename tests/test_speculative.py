@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decoders.search import DecodingOptions
-from decoders.speculative import (CopyDrafter, EarlyExitDrafter, MedusaHeads, speculative_decode, train_drafter)
+from decoders.speculative import (CopyDrafter, EarlyExitDrafter, MedusaHeads, TokenCopyDrafter, speculative_decode,
+                                  train_drafter)
 from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
 from zoo.contract import Features, Hypothesis
 from zoo.graph import ModelSpec, Node
@@ -130,6 +131,19 @@ def test_copy_drafter_maps_through_text():
     assert drafter.continuation(0, texts[0][:3]) == texts[0][3:3 + 24]
     # a wrong reference still decodes identically
     wrong = CopyDrafter(["".join(reversed(t)) for t in texts], target, k=6)
+    assert_same(plain, dec.decode(mem, DecodingOptions(**opts, draft=wrong)))
+
+
+def test_token_copy_drafter_copies_ids_case_sensitively_and_stays_lossless():
+    dec, mem = random_decoder(6), random_memory(6, 8)
+    opts = dict(max_len=25, suppress_tokens=(0, 1, 3))
+    plain = dec.decode(mem, DecodingOptions(**opts))
+    drafter = TokenCopyDrafter.from_hypotheses(plain, k=6)     # a same-vocabulary reference (a CTC branch's)
+    spec, stats = speculative_decode(dec, mem, DecodingOptions(**opts, draft=drafter))
+    assert_same(plain, spec)
+    assert stats.mean_accepted > 2.5
+    assert TokenCopyDrafter([[65, 66, 67, 97, 98, 99]]).continuation(0, "".join(map(chr, [97, 98]))) == "c"  # 'ab' != 'AB'
+    wrong = TokenCopyDrafter([h.tokens[::-1] for h in plain], k=6)
     assert_same(plain, dec.decode(mem, DecodingOptions(**opts, draft=wrong)))
 
 
