@@ -37,7 +37,8 @@ def main() -> None:
     for kind in args.kinds:
         out = Path(args.out) / f"{kind}-{args.size}"
         start = time.time()
-        train.main(["--config", str(config), f"model.kind={kind}", f"model.size={args.size}",
+        no_ctc = ["model.inter_ctc=0"] if kind == "subtitle" else []  # InterCTC needs the verbatim CTC head
+        train.main(["--config", str(config), f"model.kind={kind}", f"model.size={args.size}", *no_ctc,
                     f"train.steps={args.steps}", f"train.out_dir={out}", "data.eval_size=0", "train.eval_every=0"])
         minutes = (time.time() - start) / 60
         model = ZooModel.from_pretrained(str(out / "model"))
