@@ -250,7 +250,7 @@ class TokenCopyDrafter(CopyDrafter):
         self.pad_id = pad_id
 
     @classmethod
-    def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> "TokenCopyDrafter":
+    def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> TokenCopyDrafter:
         return cls([h.tokens for h in hyps], **kw)
 
     def propose(self, ctx: DraftContext) -> Tensor:

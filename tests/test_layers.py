@@ -86,7 +86,9 @@ def test_large_vocabulary_greedy_and_beam_tokens_equal_the_f_linear_path(monkeyp
     runs = [(mem, k) for mem in mems for k in (1, 4)]
     with torch.no_grad():
         fast = [dec.decode(mem, DecodingOptions(beam_size=k, max_len=30)) for mem, k in runs]
-        plain_linear = lambda owner, x, w, b=None: torch.nn.functional.linear(x, w, b)  # noqa: E731
+        def plain_linear(owner, x, w, b=None):
+            return torch.nn.functional.linear(x, w, b)
+
         monkeypatch.setattr(layers, "few_row_linear", plain_linear)
         monkeypatch.setattr(td, "few_row_linear", plain_linear)
         plain = [dec.decode(mem, DecodingOptions(beam_size=k, max_len=30)) for mem, k in runs]

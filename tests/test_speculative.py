@@ -10,8 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decoders.search import DecodingOptions
-from decoders.speculative import (CopyDrafter, EarlyExitDrafter, MedusaHeads, TokenCopyDrafter, speculative_decode,
-                                  train_drafter)
+from decoders.speculative import (
+    CopyDrafter,
+    EarlyExitDrafter,
+    MedusaHeads,
+    TokenCopyDrafter,
+    speculative_decode,
+    train_drafter,
+)
 from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
 from zoo.contract import Features, Hypothesis
 from zoo.graph import ModelSpec, Node
