@@ -205,6 +205,7 @@ class CopyDrafter:
         self.refs, self.tok, self.k = list(references), tokenizer, k
         self.min_match, self.max_match = min_match, max_match
         self.cursor = [0] * len(self.refs)
+        self.pad_id = tokenizer.pad_id if tokenizer is not None else 0
 
     @classmethod
     def from_hypotheses(cls, hyps: Sequence[Hypothesis], source_tokenizer, target_tokenizer, **kw) -> "CopyDrafter":
@@ -225,14 +226,22 @@ class CopyDrafter:
                 return ref[at + m: at + m + 4 * self.k]
         return ""
 
+    def text(self, ids: list[int]) -> str:
+        """Generated target ids -> the text matched against the reference."""
+        return self.tok.decode(ids)
+
+    def ids(self, text: str) -> list[int]:
+        """A reference continuation -> target ids."""
+        return self.tok.encode(text, strict=False)
+
     def propose(self, ctx: DraftContext) -> Tensor:
         if len(self.refs) < int(ctx.rows.max()) + 1:
-            raise ValueError(f"CopyDrafter has {len(self.refs)} references but the batch has more rows; "
-                             "give one reference text per row")
+            raise ValueError(f"{type(self).__name__} has {len(self.refs)} references but the batch has more rows; "
+                             "give one reference per row")
         width = min(self.k, ctx.max_draft)
-        out = ctx.last.new_full((ctx.rows.numel(), width), self.tok.pad_id)
+        out = ctx.last.new_full((ctx.rows.numel(), width), self.pad_id)
         for i, row in enumerate(ctx.rows.tolist()):
-            ids = self.tok.encode(self.continuation(row, self.tok.decode(ctx.generated[row])), strict=False)[:width]
+            ids = self.ids(self.continuation(row, self.text(ctx.generated[row])))[:width]
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
 
@@ -246,21 +255,18 @@ class TokenCopyDrafter(CopyDrafter):
 
     def __init__(self, references: Sequence[Sequence[int]], k: int = 8, min_match: int = 2, max_match: int = 12,
                  pad_id: int = 0):
-        super().__init__(["".join(map(chr, r)) for r in references], None, k, min_match, max_match)
+        super().__init__([self.text(list(r)) for r in references], None, k, min_match, max_match)
         self.pad_id = pad_id
 
     @classmethod
     def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> TokenCopyDrafter:
         return cls([h.tokens for h in hyps], **kw)
 
-    def propose(self, ctx: DraftContext) -> Tensor:
-        if len(self.refs) < int(ctx.rows.max()) + 1:
-            raise ValueError(f"TokenCopyDrafter has {len(self.refs)} references but the batch has more rows; "
-                             "give one reference per row")
-        width = min(self.k, ctx.max_draft)
-        drafts = [[ord(c) for c in self.continuation(row, "".join(map(chr, ctx.generated[row])))[:width]]
-                  for row in ctx.rows.tolist()]
-        return torch.tensor([d + [self.pad_id] * (width - len(d)) for d in drafts], dtype=torch.long)
+    def text(self, ids: list[int]) -> str:
+        return "".join(map(chr, ids))
+
+    def ids(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
 
 
 # --- the search ------------------------------------------------------------------------------------
