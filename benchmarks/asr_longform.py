@@ -2,8 +2,8 @@
 
 Builds long-form recordings of held-out-voice utterances separated by 0.3-1.5 s pauses (known
 boundaries; ``recipes.asr_subtitle.corpus.build_longform``), transcribes each in a fresh process with
-``recipes.asr_subtitle.transcribe.transcribe`` (buffered CTC over a streamed file, then the subtitle
-decoder per segment), and reports per length: wall time, RTFx, the process's peak RSS, and how many
+``recipes.asr_subtitle.transcribe.transcribe`` (buffered CTC over a streamed file, a second CTC pass and the subtitle
+decoder per segment), and reports per length: wall time, RTFx, the process's peak RSS, verbatim WER, and how many
 known utterance starts / ends have a verbatim SRT cue boundary within 150 ms (issue 3, must-show 5).
 
     .venv/bin/python benchmarks/asr_longform.py --model runs/asr-tiny/model [--minutes 3 30] [--threads 2]
@@ -29,7 +29,8 @@ def worker(args) -> None:
     """Transcribe one file in this process and print one JSON line (peak RSS covers only this run)."""
     import torch
 
-    from recipes.asr_subtitle.transcribe import boundaries_error, transcribe
+    from recipes.asr_subtitle.transcribe import LongFormOptions, boundaries_error, transcribe
+    from zoo import metrics
     from zoo.graph import ZooModel
     from zoo.subtitles import parse_srt
 
@@ -40,11 +41,13 @@ def worker(args) -> None:
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with torch.inference_mode():
-        written = transcribe(model, audio, args.out, formats=("srt",))
+        written = transcribe(model, audio, args.out, formats=("srt",), opts=LongFormOptions(redecode=not args.one_pass))
     seconds = time.perf_counter() - start
     cues = parse_srt(written["verbatim"][0].read_text())
     duration = info["segments"][-1]["end"]
+    wer = metrics.wer([" ".join(seg["text_verbatim"] for seg in info["segments"])], [" ".join(" ".join(c.lines) for c in cues)])
     print(json.dumps(dict(minutes=duration / 60, utterances=len(info["segments"]), cues=len(cues), seconds=seconds,
+                          verbatim_wer=wer,
                           rtfx=duration / seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                           rss_after_model_load_mb=baseline_rss / 1024, **boundaries_error(cues, args.reference))))
 
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", help="corpus root (default: the one the tiny config builds)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-asr-longform"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one-pass", action="store_true", help="skip the second pass over each segment")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -72,19 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     for minutes in args.minutes:
         reference = build_longform(root, minutes=minutes)
         out = subprocess.run([sys.executable, __file__, "--worker", "--model", args.model, "--reference",
-                              str(reference), "--threads", str(args.threads),
+                              str(reference), "--threads", str(args.threads), *(["--one-pass"] * args.one_pass),
                               "--out", str(args.workdir / f"{minutes:g}min")],
                              check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['minutes']:6.1f} min  {row['utterances']:4d} utts  {row['seconds']:7.1f} s  RTFx {row['rtfx']:6.1f}  "
-              f"peak RSS {row['peak_rss_mb']:7.0f} MB  starts within 150 ms {row['start_within_150ms']:.1%}  "
+              f"peak RSS {row['peak_rss_mb']:7.0f} MB  WER {row['verbatim_wer']:.1%}  starts within 150 ms {row['start_within_150ms']:.1%}  "
               f"ends {row['end_within_150ms']:.1%}  (median errors {1000 * row['start_median']:.0f} / "
               f"{1000 * row['end_median']:.0f} ms)", flush=True)
     growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     print(f"peak RSS at {rows[-1]['minutes']:.0f} min / at {rows[0]['minutes']:.0f} min: {growth:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(model=args.model, threads=args.threads, rows=rows, rss_growth=growth), indent=1))
+    args.out.write_text(json.dumps(dict(model=args.model, threads=args.threads, one_pass=args.one_pass, rows=rows, rss_growth=growth), indent=1))
     print(f"wrote {args.out}")
     return 0
 

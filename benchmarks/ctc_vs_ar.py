@@ -4,9 +4,11 @@ The model is ``asr_hybrid_*`` (ESPnet's hybrid CTC/attention head; Watanabe et a
 branch and its attention decoder read the same encoder output, so the only difference measured is the
 decoding. Short: the held-out-voice utterances of ``test_unseen``, batches of 1 and 16 sorted by
 length; the encoder runs once per batch and is timed apart from each decoder. Long-form: a recording
-of held-out utterances (``corpus.build_longform``), cut into ``--chunk`` s windows (CTC: with
-``--context`` s on each side, kept frames only, as ``transcribe`` does; AR: the window alone, the
-Whisper way, texts joined); WER against the joined references.
+of held-out utterances (``corpus.build_longform``), segmented at pauses by ``transcribe``'s first pass
+(buffered CTC over ``--chunk`` s windows with ``--context`` s each side); both decoders then read the
+same encoded segments (batches of 1 and 16), texts joined; WER against the joined references. (Decoding
+fixed 16 s windows instead, the AR decoder — trained on single utterances — stops after the first
+sentence: 75% WER in BENCHMARKS.md's earlier table.)
 
     .venv/bin/python benchmarks/ctc_vs_ar.py --model runs/asr-hybrid/model [--minutes 3] [--threads 2]
 
@@ -61,10 +63,14 @@ def short_utterances(model, rows, batch_size: int) -> dict:
 
 
 @torch.inference_mode()
-def long_form(model, reference: Path, chunk_s: float, context_s: float) -> dict:
-    """Buffered CTC vs chunked AR over one long-form recording."""
+def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int) -> dict:
+    """One long-form recording, segmented at pauses by the buffered CTC pass (``transcribe``'s first pass,
+    timed as segmentation); then each batch of segments is encoded once and decoded by both decoders, as
+    on short utterances. The one-pass buffered CTC transcript is scored too."""
+    from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
-    from recipes.asr_subtitle.transcribe import AudioSource, LongFormOptions, buffered_ctc_path, ctc_words
+    from recipes.asr_subtitle.transcribe import (AudioSource, LongFormOptions, buffered_ctc_path, ctc_words,
+                                                 segment_batches, split_segments)
     from zoo import metrics
 
     info = json.loads(reference.read_text())
@@ -72,36 +78,39 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float) -> dict:
     ref = " ".join(seg["text_verbatim"] for seg in info["segments"])
     tok = model.tokenizer("verbatim")
     head = model.decoders["verbatim"]
-
-    opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s)
+    opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s, subtitle_batch=batch_size)
+    times = dict(segmentation=0.0, encoder=0.0, ctc=0.0, ar=0.0)
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
-    ctc_text = " ".join(w.text for w in ctc_words(path, shift, tok))
-    ctc_s = time.perf_counter() - t
-
-    t = time.perf_counter()
-    sr, chunk = source.sample_rate, int(chunk_s * source.sample_rate)
-    ar_texts = []
-    for start in range(0, source.length, chunk * opts.batch_size):
-        spans = [(s, min(s + chunk, source.length)) for s in range(start, min(start + chunk * opts.batch_size,
-                                                                              source.length), chunk)]
-        clips = [source.read(s, e) for s, e in spans]
-        audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-        memory = model.encode({"audio": audio, "audio_lengths": torch.tensor([len(c) for c in clips])})["acoustic"]
-        ar_texts += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
-    ar_s = time.perf_counter() - t
-    minutes = source.length / sr / 60
-    return dict(minutes=round(minutes, 2), batch=opts.batch_size, ctc_s=round(ctc_s, 2), ar_s=round(ar_s, 2),
-                speedup=round(ar_s / ctc_s, 2), ctc_wer=metrics.wer([ref], [ctc_text]),
-                ar_wer=metrics.wer([ref], [" ".join(ar_texts)]))
+    words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)
+    segments = split_segments(words, opts.max_pause_s)
+    times["segmentation"] = time.perf_counter() - t
+    texts = {"ctc": [], "ar": []}
+    for _, audio, lengths in segment_batches(source, segments, opts):
+        t = time.perf_counter()
+        memory = model.encode({"audio": audio, "audio_lengths": lengths})["acoustic"]
+        times["encoder"] += time.perf_counter() - t
+        t = time.perf_counter()
+        texts["ctc"] += [tok.decode(h.tokens) for h in head.ctc.decode(memory, CTCDecodingOptions(timestamps=False))]
+        times["ctc"] += time.perf_counter() - t
+        t = time.perf_counter()
+        texts["ar"] += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
+        times["ar"] += time.perf_counter() - t
+    shared = times["segmentation"] + times["encoder"]
+    return dict(minutes=round(source.length / source.sample_rate / 60, 2), batch=batch_size, segments=len(segments),
+                utterances=len(info["segments"]), **{f"{k}_s": round(v, 3) for k, v in times.items()},
+                decode_speedup=round(times["ar"] / times["ctc"], 2),
+                total_speedup=round((shared + times["ar"]) / (shared + times["ctc"]), 2),
+                one_pass_ctc_wer=metrics.wer([ref], [" ".join(w.text for w in words)]),
+                ctc_wer=metrics.wer([ref], [" ".join(texts["ctc"])]), ar_wer=metrics.wer([ref], [" ".join(texts["ar"])]))
 
 
 def plot(result: dict, path: Path) -> None:
     from zoo.plots import plt
 
-    labels = [f"short, batch {r['batch']}" for r in result["short"]] + [f"long-form {r['minutes']:.0f} min"
-                                                                         for r in result["long"]]
-    speed = [r["decode_speedup"] for r in result["short"]] + [r["speedup"] for r in result["long"]]
+    labels = [f"short, batch {r['batch']}" for r in result["short"]] + [
+        f"long-form {r['minutes']:.0f} min, batch {r['batch']}" for r in result["long"]]
+    speed = [r["decode_speedup"] for r in result["short"] + result["long"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].bar(labels, speed, color="tab:blue")
     axes[0].set_ylabel("AR time / CTC time")
@@ -153,10 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
               f"{100 * r['ar_wer']:.1f}% |", flush=True)
     for minutes in args.minutes:
-        r = long_form(model, build_longform(Path(splits["train"]).parent, minutes=minutes), args.chunk, args.context)
-        result["long"].append(r)
-        print(f"| long-form {r['minutes']:.1f} min | {r['batch']} windows | {r['ctc_s']:.2f} | {r['ar_s']:.2f} | – | "
-              f"{r['speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | {100 * r['ar_wer']:.1f}% |", flush=True)
+        for batch_size in (1, 16):
+            r = long_form(model, build_longform(Path(splits["train"]).parent, minutes=minutes), args.chunk,
+                          args.context, batch_size)
+            result["long"].append(r)
+            print(f"| long-form {r['minutes']:.1f} min, {r['segments']} segments | {batch_size} | {r['ctc_s']:.2f} | "
+                  f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% "
+                  f"(one pass {100 * r['one_pass_ctc_wer']:.1f}%) | {100 * r['ar_wer']:.1f}% |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ctc_vs_ar.json").write_text(json.dumps(result, indent=1))
     plot(result, args.out / "ctc_vs_ar.png")

@@ -5,7 +5,9 @@ import soundfile as sf
 import torch
 
 from recipes.asr_subtitle.data import SpeechTextDataset, collate
-from recipes.asr_subtitle.transcribe import AudioSource, LongFormOptions, buffered_ctc_path, ctc_words, split_segments
+from recipes.asr_subtitle.transcribe import (AudioSource, LongFormOptions, buffered_ctc_path, ctc_words,
+                                             redecode_segments, split_segments)
+from zoo.subtitles import Word
 from zoo import ZooModel, create_model
 from zoo.tokenizers import CharTokenizer, train_tokenizer
 
@@ -135,6 +137,33 @@ def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tm
     assert head.ctc.proj.weight.grad.abs().sum() > 0 and head.attention.embed.weight.grad.abs().sum() > 0
     path, _, direct = _one_window_and_direct(model.eval(), head.ctc)
     assert np.array_equal(path[: len(direct)], direct[: len(path)])
+
+
+def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
+    """Two-pass long-form: a segment's words are the CTC words of its own padded clip, shifted to the file;
+    a segment longer than max_segment_s keeps its first-pass words."""
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 6).astype(np.float32) * 0.1)
+    source = AudioSource(wav, 16000, 16000)
+    first = [[Word("a", 0.5, 1.5)], [Word("b", 2.0, 2.4), Word("c", 2.6, 3.0)], [Word("d", 3.5, 5.9)]]
+    opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2)
+    second = redecode_segments(model, source, first, "verbatim", opts)
+    assert second[2] == first[2]  # 2.4 s > max_segment_s
+    head = model.decoders["verbatim"]
+    for seg, got in zip(first[:2], second[:2]):
+        lo = int((seg[0].start - 0.2) * 16000)
+        clip = wav[lo: int((seg[-1].end + 0.2) * 16000)]
+        with torch.no_grad():
+            path = head.log_probs(model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})
+                                  ["acoustic"]).argmax(-1)[0].numpy()
+        alone = ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
+        assert alone, "the random model emits characters on this noise"
+        shift = lo / 16000
+        assert [w.text for w in got] == [w.text for w in alone]
+        assert all(abs(g.start - (w.start + shift)) < 1e-6 for g, w in zip(got, alone))
 
 
 def test_the_first_window_sees_no_digital_padding(tmp_path):

@@ -5,8 +5,11 @@ the file is read in windows of ``chunk_s`` plus ``context_s`` on both sides, a b
 encoded at once, and only each window's centre frames are kept; greedy CTC over the stitched frames
 gives tokens with frame times. Audio is streamed from disk window by window and only one byte per
 frame is kept, so memory is bounded by the chunk size, not the file length. Words are split into
-segments at pauses; each segment's subtitle comes from the subtitle head run on that segment's
-audio (batched), with the segment's CTC times as cue times.
+segments at pauses. Second pass (``redecode``): each segment's own audio is decoded again, batched —
+a model trained on single utterances transcribes one utterance far better than a window holding
+several (the VAD-then-decode recipe of WhisperX / NeMo's VAD pipelines, with the first CTC pass as
+the VAD). Each segment's subtitle comes from the subtitle head run on the same segment audio, with
+the segment's CTC times as cue times.
 """
 from __future__ import annotations
 
@@ -32,8 +35,10 @@ class LongFormOptions:
     context_s: float = 2.0       # audio on each side of the centre, seen but not kept
     batch_size: int = 8          # windows encoded at once
     max_pause_s: float = 0.3     # a silence longer than this between characters ends a segment (and a word)
-    segment_pad_s: float = 0.15  # audio kept around a segment for its subtitle decoding
-    subtitle_batch: int = 8
+    segment_pad_s: float = 0.15  # audio kept around a segment for its second pass and subtitle decoding
+    subtitle_batch: int = 8      # segments decoded at once (second pass and subtitles)
+    redecode: bool = True        # second CTC pass on each segment's own audio (redecode_segments)
+    max_segment_s: float = 30.0  # longer segments keep their first-pass words: memory stays bounded
 
 
 class AudioSource:
@@ -160,21 +165,54 @@ def split_segments(words: Sequence[Word], max_pause_s: float) -> list[list[Word]
     return segments
 
 
+def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opts: LongFormOptions
+                    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Batches of segment audio (``segment_pad_s`` each side): first samples, padded audio (B, N), lengths (B,)."""
+    sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
+    for b in range(0, len(segments), opts.subtitle_batch):
+        spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad))
+                 for seg in segments[b: b + opts.subtitle_batch]]
+        clips = [source.read(lo, hi) for lo, hi in spans]
+        yield [lo for lo, _ in spans], torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), \
+            torch.tensor([len(c) for c in clips])
+
+
+@torch.no_grad()
+def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "verbatim",
+                      opts: LongFormOptions = LongFormOptions()) -> list[list[Word]]:
+    """Second pass: greedy CTC over each pause-delimited segment's own audio, word times shifted to the
+    file. Segments longer than ``max_segment_s`` (or that come back empty) keep their first-pass words."""
+    ctc = model.decoders[head]
+    ctc = getattr(ctc, "ctc", ctc)
+    shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
+    encoder = model.spec_decoders[head]["source"]
+    device = next(model.parameters()).device
+    out = [list(seg) for seg in segments]
+    todo = [i for i, seg in enumerate(segments) if seg[-1].end - seg[0].start <= opts.max_segment_s]
+    done = 0
+    for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
+        feats = model.encode({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, needed={encoder})[encoder]
+        paths = ctc.log_probs(feats).argmax(-1).cpu()
+        frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
+        for first, path, n in zip(firsts, paths, frames):
+            offset = first / source.sample_rate
+            words = ctc_words(path[:n].numpy(), shift, model.tokenizer(head), max_gap_s=opts.max_pause_s)
+            if words:
+                out[todo[done]] = [Word(w.text, w.start + offset, w.end + offset) for w in words]
+            done += 1
+    return out
+
+
 @torch.no_grad()
 def subtitle_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "subtitle",
                       opts: LongFormOptions = LongFormOptions()) -> list[str]:
     """Decode the subtitle head on each segment's audio, a batch of segments at a time."""
     from recipes.asr_subtitle.evaluate import decoding_options
 
-    sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
     options = decoding_options(model.spec_decoders[head]["type"])
     device = next(model.parameters()).device
     texts = []
-    for b in range(0, len(segments), opts.subtitle_batch):
-        spans = [(int(seg[0].start * sr) - pad, int(seg[-1].end * sr) + pad) for seg in segments[b: b + opts.subtitle_batch]]
-        clips = [source.read(s, e) for s, e in spans]
-        audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-        lengths = torch.tensor([len(c) for c in clips])
+    for _, audio, lengths in segment_batches(source, segments, opts):
         out = model.generate({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, heads=head,
                              options={head: options})
         texts += [h.text for h in out[head]]
@@ -196,6 +234,9 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
     segments = split_segments(words, opts.max_pause_s)
+    if opts.redecode:
+        segments = redecode_segments(model, source, segments, "verbatim", opts)
+        words = [w for seg in segments for w in seg]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {"verbatim": []}
@@ -235,7 +276,7 @@ def main(args) -> int:
         if not Path(audio).is_file():
             raise FileNotFoundError(f"{audio}: no such audio file; check the path")
     model = ZooModel.from_pretrained(args.model)
-    opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context)
+    opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot)
         for track, paths in written.items():
@@ -253,6 +294,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-line-count", type=int, default=2)
     p.add_argument("--chunk", type=float, default=16.0, help="seconds per window centre")
     p.add_argument("--context", type=float, default=2.0, help="seconds of context on each side")
+    p.add_argument("--one-pass", action="store_true", help="keep the windowed CTC pass's words (skip decoding "
+                   "each pause-delimited segment again on its own audio)")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
 
 
