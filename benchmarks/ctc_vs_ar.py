@@ -83,7 +83,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)
-    segments = split_segments(words, opts.max_pause_s)
+    segments = split_segments(words, opts.max_pause_s, opts.max_segment_s)
     times["segmentation"] = time.perf_counter() - t
     texts = {"ctc": [], "ar": []}
     for _, audio, lengths in segment_batches(source, segments, opts):

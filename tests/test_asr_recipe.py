@@ -6,7 +6,7 @@ import torch
 
 from recipes.asr_subtitle.data import SpeechTextDataset, collate
 from recipes.asr_subtitle.transcribe import (AudioSource, LongFormOptions, buffered_ctc_path, ctc_words,
-                                             redecode_segments, split_segments)
+                                             redecode_segments, segment_batches, split_segments)
 from zoo.subtitles import Word
 from zoo import ZooModel, create_model
 from zoo.tokenizers import CharTokenizer, train_tokenizer
@@ -103,6 +103,7 @@ def test_word_times_and_segments_from_a_best_path():
     assert abs(words[1].start - 0.68) < 1e-9 and abs(words[1].end - 0.76) < 1e-9
     assert [[w.text for w in s] for s in split_segments(words, 0.45)] == [["ab"], ["c"]]
     assert len(split_segments(words, 1.0)) == 1
+    assert [[w.text for w in s] for s in split_segments(words, 1.0, max_segment_s=0.5)] == [["ab"], ["c"]]
 
 
 def _one_window_and_direct(model, ctc):
@@ -164,6 +165,22 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
         shift = lo / 16000
         assert [w.text for w in got] == [w.text for w in alone]
         assert all(abs(g.start - (w.start + shift)) < 1e-6 for g, w in zip(got, alone))
+
+
+def test_segment_batches_keep_order_and_a_first_pass_batch_of_audio_at_most():
+    source = AudioSource(torch.zeros(16000 * 200), 16000, 16000)
+    lengths = [1.0, 9.0, 2.0, 1.5, 12.0, 0.5, 3.0, 11.0, 1.0]
+    segments, t = [], 0.0
+    for n in lengths:
+        segments.append([Word("x", t + 0.5, t + 0.5 + n)])
+        t += n + 1.0
+    opts = LongFormOptions(chunk_s=4.0, context_s=1.0, batch_size=4, subtitle_batch=3, segment_pad_s=0.0)
+    batches = list(segment_batches(source, segments, opts))
+    firsts = [f for b in batches for f in b[0]]
+    assert firsts == [int((seg[0].start) * 16000) for seg in segments]  # every segment once, in order
+    for _, audio, n in batches:
+        assert len(n) <= 3 and audio.numel() <= 4 * 6 * 16000 and torch.equal(n.max(), torch.tensor(audio.shape[1]))
+    assert len(batches) > len(lengths) / 3  # the budget, not only the count, split them
 
 
 def test_the_first_window_sees_no_digital_padding(tmp_path):

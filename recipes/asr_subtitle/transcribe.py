@@ -13,6 +13,8 @@ the segment's CTC times as cue times.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ class LongFormOptions:
     segment_pad_s: float = 0.15  # audio kept around a segment for its second pass and subtitle decoding
     subtitle_batch: int = 8      # segments decoded at once (second pass and subtitles)
     redecode: bool = True        # second CTC pass on each segment's own audio (redecode_segments)
-    max_segment_s: float = 30.0  # longer segments keep their first-pass words: memory stays bounded
+    max_segment_s: float = 30.0  # speech without pauses is cut into segments of at most this length
 
 
 class AudioSource:
@@ -89,6 +91,24 @@ def _info(path: str | Path):
         raise ValueError(f"{path}: cannot read audio ({err}); convert it to WAV or FLAC") from err
 
 
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS after a batch (glibc's ``malloc_trim``; a no-op elsewhere).
+    glibc raises its mmap threshold as large blocks are freed, so later activations come from the heap,
+    and with batches of varied sizes the heap's peak crept up with the file length (30 min: 1.51x the
+    3 min peak RSS; with the trim ~1x, at ~10% of the speed; BENCHMARKS.md)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _windows(length: int, sr: int, opts: LongFormOptions, shift_samples: int) -> Iterator[tuple[int, int]]:
     """(centre start, centre stop) in samples, multiples of the frame shift."""
     chunk = max(shift_samples, int(round(opts.chunk_s * sr / shift_samples)) * shift_samples)
@@ -125,6 +145,8 @@ def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
         for row, (s, e), lc in zip(path, batch, left):
             first = lc // hop
             pieces.append(row[first: first + (e - s + hop - 1) // hop].numpy().astype(dtype))
+        del feats, path
+        release_freed_memory()
     return np.concatenate(pieces), shift
 
 
@@ -155,10 +177,13 @@ def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap
     return words
 
 
-def split_segments(words: Sequence[Word], max_pause_s: float) -> list[list[Word]]:
+def split_segments(words: Sequence[Word], max_pause_s: float, max_segment_s: float = float("inf")) -> list[list[Word]]:
+    """Consecutive words grouped at pauses longer than ``max_pause_s``; a segment that would outgrow
+    ``max_segment_s`` ends before the word that would make it so (speech without pauses still decodes
+    in bounded pieces)."""
     segments: list[list[Word]] = []
     for w in words:
-        if segments and w.start - segments[-1][-1].end <= max_pause_s:
+        if segments and w.start - segments[-1][-1].end <= max_pause_s and w.end - segments[-1][0].start <= max_segment_s:
             segments[-1].append(w)
         else:
             segments.append([w])
@@ -167,21 +192,31 @@ def split_segments(words: Sequence[Word], max_pause_s: float) -> list[list[Word]
 
 def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opts: LongFormOptions
                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Batches of segment audio (``segment_pad_s`` each side): first samples, padded audio (B, N), lengths (B,)."""
+    """Batches of consecutive segments' audio (``segment_pad_s`` each side): first samples, padded audio
+    (B, N), lengths (B,). A batch holds at most ``subtitle_batch`` segments and, padded, no more audio than
+    a batch of first-pass windows, so peak memory stays that of the first pass whatever the file length."""
     sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
-    for b in range(0, len(segments), opts.subtitle_batch):
-        spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad))
-                 for seg in segments[b: b + opts.subtitle_batch]]
-        clips = [source.read(lo, hi) for lo, hi in spans]
-        yield [lo for lo, _ in spans], torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), \
-            torch.tensor([len(c) for c in clips])
+    budget = opts.batch_size * int((opts.chunk_s + 2 * opts.context_s) * sr)
+    spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad)) for seg in segments]
+    batch: list[tuple[int, int]] = []
+    for span in [*spans, None]:
+        longest = max([hi - lo for lo, hi in batch + [span or (0, 0)]])
+        if batch and (span is None or len(batch) == opts.subtitle_batch or (len(batch) + 1) * longest > budget):
+            clips = [source.read(lo, hi) for lo, hi in batch]
+            yield [lo for lo, _ in batch], torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), \
+                torch.tensor([len(c) for c in clips])
+            release_freed_memory()
+            batch = []
+        if span is not None:
+            batch.append(span)
 
 
 @torch.no_grad()
 def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "verbatim",
                       opts: LongFormOptions = LongFormOptions()) -> list[list[Word]]:
     """Second pass: greedy CTC over each pause-delimited segment's own audio, word times shifted to the
-    file. Segments longer than ``max_segment_s`` (or that come back empty) keep their first-pass words."""
+    file. Segments longer than ``max_segment_s`` (one long word) or that come back empty keep their
+    first-pass words."""
     ctc = model.decoders[head]
     ctc = getattr(ctc, "ctc", ctc)
     shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
@@ -233,7 +268,7 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     name = name or (Path(audio).stem if isinstance(audio, (str, Path)) else "audio")
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
-    segments = split_segments(words, opts.max_pause_s)
+    segments = split_segments(words, opts.max_pause_s, opts.max_segment_s)
     if opts.redecode:
         segments = redecode_segments(model, source, segments, "verbatim", opts)
         words = [w for seg in segments for w in seg]
