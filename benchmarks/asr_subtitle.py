@@ -5,7 +5,7 @@
 
 Trains each preset with the same config (steps, batches, schedule) on the eSpeak broadcast corpus and
 scores held-out voices: verbatim WER, subtitle WER and subtitle BLEU. Prints the table, writes
-benchmarks/results/asr_subtitle.json, and says whether the cascaded model beats the single-task models
+benchmarks/results/asr_subtitle_<size>.json, and says whether the cascaded model beats the single-task models
 on both outputs (the claim of Poncelet & Van hamme, 2025).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from recipes.asr_subtitle import evaluate, train
 from zoo.config import load_config
 from zoo.graph import ZooModel
 
-RESULTS = Path(__file__).parent / "results" / "asr_subtitle.json"
+RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -69,8 +69,9 @@ def main() -> None:
         verdict = (by["cascaded"]["verbatim_wer"] < by["verbatim"]["verbatim_wer"]
                    and by["cascaded"]["subtitle_wer"] < by["subtitle"]["subtitle_wer"])
         print(f"\ncascaded beats both single-task models on their own output: {verdict}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "cascaded_beats_single_task": verdict}, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"asr_subtitle_{args.size}.json").write_text(
+        json.dumps({"rows": rows, "cascaded_beats_single_task": verdict}, indent=1))
 
 
 if __name__ == "__main__":
