@@ -102,8 +102,8 @@ def _malloc_trim():
 def release_freed_memory() -> None:
     """Hand freed heap pages back to the OS after a batch (glibc's ``malloc_trim``; a no-op elsewhere).
     glibc raises its mmap threshold as large blocks are freed, so later activations come from the heap,
-    and with batches of varied sizes the heap's peak crept up with the file length (30 min: 1.51x the
-    3 min peak RSS; with the trim ~1x, at ~10% of the speed; BENCHMARKS.md)."""
+    and with batches of varied sizes the heap's peak crept up with the file length: two-pass peak RSS at
+    30 min was 1.51x that at 3 min, 1.24x with the trim, for ~20% of the speed (BENCHMARKS.md)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -177,14 +177,16 @@ def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap
     return words
 
 
-def split_segments(words: Sequence[Word], max_pause_s: float, max_segment_s: float = float("inf")) -> list[list[Word]]:
+def split_segments(words: Sequence[Word], max_pause_s: float,
+                   max_segment_s: float = float("inf")) -> list[list[Word]]:
     """Consecutive words grouped at pauses longer than ``max_pause_s``; a segment that would outgrow
     ``max_segment_s`` ends before the word that would make it so (speech without pauses still decodes
     in bounded pieces)."""
     segments: list[list[Word]] = []
     for w in words:
-        if segments and w.start - segments[-1][-1].end <= max_pause_s and w.end - segments[-1][0].start <= max_segment_s:
-            segments[-1].append(w)
+        last = segments[-1] if segments else None
+        if last and w.start - last[-1].end <= max_pause_s and w.end - last[0].start <= max_segment_s:
+            last.append(w)
         else:
             segments.append([w])
     return segments
@@ -197,7 +199,8 @@ def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opt
     a batch of first-pass windows, so peak memory stays that of the first pass whatever the file length."""
     sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
     budget = opts.batch_size * int((opts.chunk_s + 2 * opts.context_s) * sr)
-    spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad)) for seg in segments]
+    spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad))
+             for seg in segments]
     batch: list[tuple[int, int]] = []
     for span in [*spans, None]:
         longest = max([hi - lo for lo, hi in batch + [span or (0, 0)]])
@@ -226,7 +229,8 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     todo = [i for i, seg in enumerate(segments) if seg[-1].end - seg[0].start <= opts.max_segment_s]
     done = 0
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
-        feats = model.encode({"audio": audio.to(device), "audio_lengths": lengths.to(device)}, needed={encoder})[encoder]
+        batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
+        feats = model.encode(batch, needed={encoder})[encoder]
         paths = ctc.log_probs(feats).argmax(-1).cpu()
         frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
         for first, path, n in zip(firsts, paths, frames):
