@@ -2,9 +2,10 @@
 
 Builds long-form recordings of held-out-voice utterances separated by 0.3-1.5 s pauses (known
 boundaries; ``recipes.asr_subtitle.corpus.build_longform``), transcribes each in a fresh process with
-``recipes.asr_subtitle.transcribe.transcribe`` (buffered CTC over a streamed file, a second CTC pass and the subtitle
-decoder per segment), and reports per length: wall time, RTFx, the process's peak RSS, verbatim WER, and how many
-known utterance starts / ends have a verbatim SRT cue boundary within 150 ms (issue 3, must-show 5).
+``recipes.asr_subtitle.transcribe.transcribe`` (buffered CTC over a streamed file, a second CTC pass and
+the subtitle decoder per segment), and reports per length: wall time, RTFx, the process's peak RSS,
+verbatim WER, and how many known utterance starts / ends have a verbatim SRT cue boundary within
+150 ms (issue 3, must-show 5).
 
     .venv/bin/python benchmarks/asr_longform.py --model runs/asr-tiny/model [--minutes 3 30] [--threads 2]
 
@@ -45,7 +46,8 @@ def worker(args) -> None:
     seconds = time.perf_counter() - start
     cues = parse_srt(written["verbatim"][0].read_text())
     duration = info["segments"][-1]["end"]
-    wer = metrics.wer([" ".join(seg["text_verbatim"] for seg in info["segments"])], [" ".join(" ".join(c.lines) for c in cues)])
+    reference = " ".join(seg["text_verbatim"] for seg in info["segments"])
+    wer = metrics.wer([reference], [" ".join(" ".join(c.lines) for c in cues)])
     print(json.dumps(dict(minutes=duration / 60, utterances=len(info["segments"]), cues=len(cues), seconds=seconds,
                           verbatim_wer=wer,
                           rtfx=duration / seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -69,8 +69,14 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     on short utterances. The one-pass buffered CTC transcript is scored too."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
-    from recipes.asr_subtitle.transcribe import (AudioSource, LongFormOptions, buffered_ctc_path, ctc_words,
-                                                 segment_batches, split_segments)
+    from recipes.asr_subtitle.transcribe import (
+        AudioSource,
+        LongFormOptions,
+        buffered_ctc_path,
+        ctc_words,
+        segment_batches,
+        split_segments,
+    )
     from zoo import metrics
 
     info = json.loads(reference.read_text())

@@ -5,10 +5,17 @@ import soundfile as sf
 import torch
 
 from recipes.asr_subtitle.data import SpeechTextDataset, collate
-from recipes.asr_subtitle.transcribe import (AudioSource, LongFormOptions, buffered_ctc_path, ctc_words,
-                                             redecode_segments, segment_batches, split_segments)
-from zoo.subtitles import Word
+from recipes.asr_subtitle.transcribe import (
+    AudioSource,
+    LongFormOptions,
+    buffered_ctc_path,
+    ctc_words,
+    redecode_segments,
+    segment_batches,
+    split_segments,
+)
 from zoo import ZooModel, create_model
+from zoo.subtitles import Word
 from zoo.tokenizers import CharTokenizer, train_tokenizer
 
 TEXTS = [("uh the weather in paris is sunny", "The weather in Paris is sunny."),
