@@ -29,6 +29,7 @@ Drafters:
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
@@ -70,7 +71,8 @@ def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: i
         raise ValueError(f"position {span - 1} exceeds the decoder's max_len={dec.dims.max_len}")
     x = dec.embed(tokens) * dec.scale + dec.pos[pos].to(dec.embed.weight.dtype)
     mask = (torch.arange(span, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # (rows,1,n,span)
-    for i, block in enumerate(dec.blocks[: dec.dims.layers if layers is None else layers]):
+    # islice, not dec.blocks[:n]: slicing a ModuleList builds a new module every verify pass
+    for i, block in enumerate(itertools.islice(dec.blocks, dec.dims.layers if layers is None else layers)):
         a, dim = block.attn, x.shape[-1]
         q, k, v = a.qkv(block.attn_ln(x)).view(rows, n, 3, a.heads, dim // a.heads).permute(2, 0, 3, 1, 4).unbind(0)
         cache.write(i, k, v, pos)
