@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
               f"{100 * r['ar_wer']:.1f}% |", flush=True)
     for minutes in args.minutes:
+        reference = build_longform(Path(splits["train"]).parent, minutes=minutes)
         for batch_size in (1, 16):
-            r = long_form(model, build_longform(Path(splits["train"]).parent, minutes=minutes), args.chunk,
-                          args.context, batch_size)
+            r = long_form(model, reference, args.chunk, args.context, batch_size)
             result["long"].append(r)
             print(f"| long-form {r['minutes']:.1f} min, {r['segments']} segments | {batch_size} | {r['ctc_s']:.2f} | "
                   f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% "

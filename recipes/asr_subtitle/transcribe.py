@@ -225,20 +225,20 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
     encoder = model.spec_decoders[head]["source"]
     device = next(model.parameters()).device
+    tokenizer = model.tokenizer(head)
     out = [list(seg) for seg in segments]
     todo = [i for i, seg in enumerate(segments) if seg[-1].end - seg[0].start <= opts.max_segment_s]
-    done = 0
+    targets = iter(todo)
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
         batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
         feats = model.encode(batch, needed={encoder})[encoder]
         paths = ctc.log_probs(feats).argmax(-1).cpu()
         frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
-        for first, path, n in zip(firsts, paths, frames):
+        for first, path, n, target in zip(firsts, paths, frames, targets):
             offset = first / source.sample_rate
-            words = ctc_words(path[:n].numpy(), shift, model.tokenizer(head), max_gap_s=opts.max_pause_s)
+            words = ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
             if words:
-                out[todo[done]] = [Word(w.text, w.start + offset, w.end + offset) for w in words]
-            done += 1
+                out[target] = [Word(w.text, w.start + offset, w.end + offset) for w in words]
     return out
 
 
