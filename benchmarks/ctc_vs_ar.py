@@ -11,6 +11,7 @@ fixed 16 s windows instead, the AR decoder — trained on single utterances — 
 sentence: 75% WER in BENCHMARKS.md's earlier table.)
 
     .venv/bin/python benchmarks/ctc_vs_ar.py --model runs/asr-hybrid/model [--minutes 3] [--threads 2]
+    python benchmarks/ctc_vs_ar.py --model DIR --device cuda --out DIR     # fp32 on the GPU
 
 Writes benchmarks/results/ctc_vs_ar.{json,png}.
 """
@@ -29,6 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def sync(model) -> None:
+    """Wait for queued CUDA work, so that a timer read after it counts it (decoders return host lists)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def short_utterances(model, rows, batch_size: int) -> dict:
     """Encoder seconds, CTC and AR decoding seconds and WER over ``rows``."""
@@ -41,9 +49,10 @@ def short_utterances(model, rows, batch_size: int) -> dict:
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
-    for idx, batch in audio_batches(rows, batch_size):
+    for idx, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
+        sync(model)
         times["encoder"] += time.perf_counter() - t
         t = time.perf_counter()
         ctc = head.ctc.decode(memory, CTCDecodingOptions(timestamps=False))
@@ -92,9 +101,11 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     segments = split_segments(words, opts.max_pause_s, opts.max_segment_s)
     times["segmentation"] = time.perf_counter() - t
     texts = {"ctc": [], "ar": []}
+    device = next(model.parameters()).device
     for _, audio, lengths in segment_batches(source, segments, opts):
         t = time.perf_counter()
-        memory = model.encode({"audio": audio, "audio_lengths": lengths})["acoustic"]
+        memory = model.encode({"audio": audio.to(device), "audio_lengths": lengths.to(device)})["acoustic"]
+        sync(model)
         times["encoder"] += time.perf_counter() - t
         t = time.perf_counter()
         texts["ctc"] += [tok.decode(h.tokens) for h in head.ctc.decode(memory, CTCDecodingOptions(timestamps=False))]
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=float, default=16.0)
     parser.add_argument("--context", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the training run's corpus, "
+                        "built if missing)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -152,13 +166,14 @@ def main(argv: list[str] | None = None) -> dict:
     from recipes.asr_subtitle.evaluate import corpus_splits
     from zoo.graph import ZooModel
 
-    model = ZooModel.from_pretrained(args.model).eval()
+    model = ZooModel.from_pretrained(args.model).eval().to(args.device)
     if model.spec_decoders.get("verbatim", {}).get("type") != "ctc_attention":
         raise ValueError(f"{args.model} has no hybrid CTC/attention verbatim head; train one with "
                          "`zoo train asr_subtitle model.kind=hybrid`")
-    splits = corpus_splits(args.model)
+    splits = corpus_splits(args.model, args.corpus)
     rows = [r for r in load_split(splits["test_unseen"]) if r["lang"] == "en"][: args.limit]
-    result = dict(model=args.model, threads=args.threads, short=[], long=[])
+    result = dict(model=args.model, threads=args.threads, short=[], long=[],
+                  device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
     print("| audio | batch | CTC decode s | AR decode s | decode speed-up | incl. encoder | CTC WER | AR WER |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for batch_size in (1, 16):

@@ -8,6 +8,7 @@ as one batch, and 16 of them one at a time; AR greedy vs Mask-Predict with T = 1
 iterations (``--length-beam`` length candidates). CPU, 1 thread.
 
     python benchmarks/parallel.py [--steps 2000] [--length-beam 1]    # writes benchmarks/results/parallel.json and .png
+    python benchmarks/parallel.py --device cuda --out DIR                # the same on the GPU (fp32)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from decoders.parallel import MaskPredictOptions
 from decoders.search import DecodingOptions
 from zoo.graph import ModelSpec, Node
+from zoo.train import move_to_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VOCAB, LO, HI = 24, 8, 24
@@ -54,17 +56,21 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000, help="training steps of each decoder")
     ap.add_argument("--length-beam", type=int, default=1, help="length candidates (Mask-Predict §3.3 uses 5)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (fp32; decoders return host lists, so timings "
+                    "include the wait for the device)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     test = reverse_batch(torch.Generator().manual_seed(123), 128)
+    on_device = move_to_device(test, args.device)
     results = {}
     for kind in ("autoregressive", "parallel"):
         torch.manual_seed(0)
-        model = build(kind)
+        model = build(kind).to(args.device)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
         g, t0 = torch.Generator().manual_seed(0), time.perf_counter()
         for _ in range(args.steps):
-            loss = model(reverse_batch(g, 32)).loss
+            loss = model(move_to_device(reverse_batch(g, 32), args.device)).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -76,10 +82,10 @@ def main(argv=None) -> dict:
             best, hyps = float("inf"), None
             for _ in range(3):
                 t = time.perf_counter()
-                hyps = model.generate(test, "text", opts)["text"]
+                hyps = model.generate(on_device, "text", opts)["text"]
                 best = min(best, time.perf_counter() - t)
             tok, exact = accuracy(hyps, test)
-            single = {k: (v[:16] if k != "targets" else v) for k, v in test.items()}
+            single = {k: (v[:16] if k != "targets" else v) for k, v in on_device.items()}
             t = time.perf_counter()
             for i in range(16):
                 model.generate({"src": single["src"][i:i + 1], "src_lengths": single["src_lengths"][i:i + 1]}, "text", opts)
@@ -94,9 +100,10 @@ def main(argv=None) -> dict:
               f"{r['seconds_batch1'] * 1000:6.1f} ms/row x{r['speedup_vs_ar_batch1']:.2f}  token acc {r['token_accuracy']:.3f}  "
               f"exact {r['exact_match']:.3f}  (trained {r['train_seconds']:.0f} s)")
     out = dict(task=f"reverse {LO}-{HI} tokens, vocab {VOCAB}; 2-layer d=64 heads, {args.steps} steps, length beam {args.length_beam}; 128 test rows, one batch",
-               threads=1, results=results)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "parallel.json").write_text(json.dumps(out, indent=2))
+               threads=1, device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+               results=results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parallel.json").write_text(json.dumps(out, indent=2))
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -111,9 +118,9 @@ def main(argv=None) -> dict:
     b.set_ylabel("token accuracy")
     for ax in (a, b):
         ax.tick_params(axis="x", labelrotation=20, labelsize=7)
-    fig.suptitle("Mask-Predict vs autoregressive, toy reversal, CPU")
+    fig.suptitle(f"Mask-Predict vs autoregressive, toy reversal, {out['device']}")
     fig.tight_layout()
-    fig.savefig(RESULTS / "parallel.png", dpi=120)
+    fig.savefig(args.out / "parallel.png", dpi=120)
     return out
 
 

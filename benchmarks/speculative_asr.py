@@ -10,6 +10,7 @@ tokenizer). Every speculative output is checked token for token against plain gr
 and 8 utterances, sorted by length, fp32, best of ``--repeats``.
 
     .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1] [--draft-k 8]
+    python benchmarks/speculative_asr.py --model DIR --device cuda --out DIR/speculative_asr.json   # fp32 on the GPU
 
 Writes benchmarks/results/speculative_asr.json.
 """
@@ -35,7 +36,7 @@ def encode_batches(model, rows, batch_size: int, target: str) -> list[dict]:
     from recipes.asr_subtitle.evaluate import audio_batches
 
     out = []
-    for _, batch in audio_batches(rows, batch_size):
+    for _, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         feats = model.encode(batch)
         out.append(dict(target=model.memory(feats, target), verbatim=model.memory(feats, "verbatim")))
     return out
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--draft-k", type=int, default=8, help="tokens the copy drafter proposes per round")
+    parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the training run's corpus, "
+                        "built if missing)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 either way: the identity check is exact)")
     parser.add_argument("--out", type=Path, default=RESULTS / "speculative_asr.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     from recipes.asr_subtitle.evaluate import corpus_splits
     from zoo.graph import ZooModel
 
-    model = ZooModel.from_pretrained(args.model).eval()
+    model = ZooModel.from_pretrained(args.model).eval().to(args.device)
     types = {h: model.spec_decoders.get(h, {}).get("type") for h in ("verbatim", "subtitle")}
     if types == {"verbatim": "ctc", "subtitle": "transformer_decoder"}:
         target = "subtitle"
@@ -113,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
         from recipes.asr_subtitle.train_medusa import load_medusa
 
         medusa = load_medusa(args.model, model, target)
-    rows = load_split(corpus_splits(args.model)["test_unseen"])[: args.limit]
+    rows = load_split(corpus_splits(args.model, args.corpus)["test_unseen"])[: args.limit]
     result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, draft_k=args.draft_k,
-                  batches={})
+                  device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", batches={})
     print("| batch | drafter | s | speed-up | tokens per pass | tokens/s | identical |\n|---:|---|---:|---:|---:|---:|---|")
     for batch_size in (1, 8):
         table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
