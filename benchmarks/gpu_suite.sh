@@ -14,7 +14,7 @@
 #   ar_bf16          ar_decoding again under bf16 autocast
 # The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* directory) and the root of its corpus
 # (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped. Logs, JSON and PNGs go to
-# OUTDIR; a summary of exit codes and times is printed last.
+# OUTDIR; a summary of exit codes and times is printed last. ONLY="gpu_check parallel" runs just those steps.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [HYBRID_MODEL_DIR CORPUS_ROOT]}
 model=${2:-}
@@ -27,6 +27,7 @@ summary=()
 step() {  # step NAME LIMIT_S COMMAND...
     local name=$1 limit=$2 t0=$SECONDS rc
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
     echo "=== $name (limit ${limit}s): $*"
     timeout "$limit" "$@" >"$out/$name.log" 2>&1
     rc=$?
@@ -47,6 +48,6 @@ if [ -n "$model" ]; then
     step speculative_asr 60 $py benchmarks/speculative_asr.py --model "$model" --corpus "$corpus" --device cuda --limit 48 --repeats 2 \
         --out "$out/speculative_asr.json"
 fi
-step parallel 50 $py benchmarks/parallel.py --device cuda --out "$out/parallel"
-step ar_bf16 50 $py benchmarks/ar_decoding.py --device cuda --precision bf16 --repeats 3 --out "$out/ar_bf16"
+step parallel 120 $py benchmarks/parallel.py --device cuda --out "$out/parallel"
+step ar_bf16 75 $py benchmarks/ar_decoding.py --device cuda --precision bf16 --repeats 3 --out "$out/ar_bf16"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"

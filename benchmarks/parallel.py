@@ -75,6 +75,7 @@ def main(argv=None) -> dict:
             loss.backward()
             opt.step()
         train_s = time.perf_counter() - t0
+        print(f"trained {kind} in {train_s:.0f} s (loss {float(loss.detach()):.3f})", flush=True)
         model.eval()
         settings = {"greedy": DecodingOptions(max_len=HI + 1)} if kind == "autoregressive" else \
             {f"T={t}": MaskPredictOptions(iterations=t, length_beam=args.length_beam) for t in (1, 2, 4, 10)}

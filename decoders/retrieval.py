@@ -196,8 +196,8 @@ class VoxelCycleHead(Decoder):
                 raise ValueError(f"subject {key} has no voxel builder; add it with "
                                  f"recipes.brain_decoding.adapt.add_subject(model, {key}, n_voxels)")
             rows = (subject_ids == sid).nonzero().squeeze(1)
-            built = self.builders[key](e.index_select(0, rows))
-            out = out.index_copy(0, rows, F.pad(built, (0, width - built.shape[1])))
+            built = self.builders[key](e.index_select(0, rows))  # bf16 under autocast, whatever e is
+            out = out.index_copy(0, rows, F.pad(built, (0, width - built.shape[1])).to(out.dtype))
         return out
 
     def forward(self, memory: Features, targets: dict[str, Tensor]) -> DecoderOutput:

@@ -252,7 +252,7 @@ class BrainEncoder(Encoder):
         width = max(p.shape[1] for p in parts)
         padded = torch.zeros(batch, width, dtype=inputs.dtype, device=inputs.device)
         for (_, rows), p in zip(groups, parts):
-            padded = padded.index_copy(0, rows, nn.functional.pad(p, (0, width - p.shape[1])))
+            padded = padded.index_copy(0, rows, nn.functional.pad(p, (0, width - p.shape[1])).to(padded.dtype))
         x = rearrange(self.head(self.trunk(e)), "b (t d) -> b t d", t=self.tokens)
         return BrainFeatures(x, None, intermediates=[e, padded], reencode=self.reencode, mix=mix)
 

@@ -114,6 +114,24 @@ def test_cycle_head_reconstructs_and_cycles_through_another_subject():
     assert synth.shape == (24, 157) and torch.all(synth[:, 142:] == 0)
 
 
+class _ToBf16(torch.nn.Module):
+    def forward(self, x):
+        return x.to(torch.bfloat16)
+
+
+def test_cycle_head_scatters_lower_precision_builder_rows():
+    """Under CUDA autocast the adapter's LayerNorm gives an fp32 embedding but the builders' Linear gives bf16
+    rows (gpu_check on an H200 found the index_copy dtype clash); CPU autocast promotes index_copy, so the
+    builders are made to return bf16 here."""
+    cycle = small("linear", cycle=True).decoders["cycle"]
+    e, sids = torch.randn(6, cycle.hidden), torch.tensor([1, 2, 3, 1, 2, 3])
+    reference = cycle.build(e, sids)
+    for key in list(cycle.builders):
+        cycle.builders[key] = torch.nn.Sequential(cycle.builders[key], _ToBf16())
+    built = cycle.build(e, sids)
+    assert built.dtype == torch.float32 and torch.allclose(built, reference, atol=0.05)
+
+
 def test_bad_fmri_inputs_raise_clear_errors():
     model = small("linear").eval()
     data = cohort(2)
