@@ -89,10 +89,14 @@ class Memory:
 class KVCache:
     """Static self-attention cache, per layer (rows, heads, max_len, head_dim), written by index."""
 
-    def __init__(self, layers: int, rows: int, heads: int, length: int, head_dim: int, like: Tensor):
+    def __init__(self, layers: int, rows: int, heads: int, length: int, head_dim: int, like: Tensor,
+                 static: bool = False):
         shape = (rows, heads, length, head_dim)
         self.k = [like.new_zeros(shape) for _ in range(layers)]
         self.v = [like.new_zeros(shape) for _ in range(layers)]
+        if static:  # the compiled step writes these in place: fixed addresses let CUDA graphs capture it
+            for t in (*self.k, *self.v):  # (as transformers' StaticCache does)
+                torch._dynamo.mark_static_address(t)
         self.filled = 0  # positions written so far (every row is at the same step)
 
     def write(self, layer: int, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
@@ -343,7 +347,7 @@ class DecoderState:
         if self.cache is None:
             dims = d.dims
             self.cache = KVCache(dims.layers, tokens.shape[0], dims.heads, self.max_tokens,
-                                 dims.dim // dims.heads, d.embed.weight)
+                                 dims.dim // dims.heads, d.embed.weight, static=self.static)
         if self.static and tokens.shape[1] == 1:
             start = torch.tensor(self.length, device=tokens.device)
             out = d.compiled_step()(tokens, self.mem, self.cache, start, True)[:, -1]
