@@ -181,12 +181,15 @@ def test_segment_batches_keep_order_and_a_first_pass_batch_of_audio_at_most():
     for n in lengths:
         segments.append([Word("x", t + 0.5, t + 0.5 + n)])
         t += n + 1.0
-    opts = LongFormOptions(chunk_s=4.0, context_s=1.0, batch_size=4, subtitle_batch=3, segment_pad_s=0.0)
+    opts = LongFormOptions(chunk_s=4.0, context_s=1.0, batch_size=4, subtitle_batch=3, segment_pad_s=0.0,
+                           width_step_s=2.0)
     batches = list(segment_batches(source, segments, opts))
     firsts = [f for b in batches for f in b[0]]
     assert firsts == [int((seg[0].start) * 16000) for seg in segments]  # every segment once, in order
     for _, audio, n in batches:
-        assert len(n) <= 3 and audio.numel() <= 4 * 6 * 16000 and torch.equal(n.max(), torch.tensor(audio.shape[1]))
+        assert len(n) <= 3 and audio.numel() <= 4 * 6 * 16000
+        # padded to the next multiple of 2 s: few distinct shapes, never a whole step of padding
+        assert audio.shape[1] % 32000 == 0 and 0 <= audio.shape[1] - int(n.max()) < 32000
     assert len(batches) > len(lengths) / 3  # the budget, not only the count, split them
 
 

@@ -41,6 +41,7 @@ class LongFormOptions:
     subtitle_batch: int = 8      # segments decoded at once (second pass and subtitles)
     redecode: bool = True        # second CTC pass on each segment's own audio (redecode_segments)
     max_segment_s: float = 30.0  # speech without pauses is cut into segments of at most this length
+    width_step_s: float = 1.0    # segment batches are padded to a multiple of this: few distinct shapes
 
 
 class AudioSource:
@@ -103,7 +104,8 @@ def release_freed_memory() -> None:
     """Hand freed heap pages back to the OS after a batch (glibc's ``malloc_trim``; a no-op elsewhere).
     glibc raises its mmap threshold as large blocks are freed, so later activations come from the heap,
     and with batches of varied sizes the heap's peak crept up with the file length: two-pass peak RSS at
-    30 min was 1.51x that at 3 min, 1.24x with the trim, for ~20% of the speed (BENCHMARKS.md)."""
+    30 min was 1.51x that at 3 min, 1.24x with the trim, ~1.07x with segment widths padded to
+    ``width_step_s`` as well (BENCHMARKS.md)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -196,18 +198,22 @@ def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opt
                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Batches of consecutive segments' audio (``segment_pad_s`` each side): first samples, padded audio
     (B, N), lengths (B,). A batch holds at most ``subtitle_batch`` segments and, padded, no more audio than
-    a batch of first-pass windows, so peak memory stays that of the first pass whatever the file length."""
+    a batch of first-pass windows, so peak memory stays that of the first pass whatever the file length.
+    N is rounded up to a multiple of ``width_step_s``: with a few distinct shapes the allocator reuses
+    freed blocks, where a new shape per batch let the heap's peak creep up with the file length."""
     sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
+    step = max(1, int(opts.width_step_s * sr))
     budget = opts.batch_size * int((opts.chunk_s + 2 * opts.context_s) * sr)
     spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad))
              for seg in segments]
     batch: list[tuple[int, int]] = []
     for span in [*spans, None]:
-        longest = max([hi - lo for lo, hi in batch + [span or (0, 0)]])
+        longest = -(-max([hi - lo for lo, hi in batch + [span or (0, 0)]]) // step) * step
         if batch and (span is None or len(batch) == opts.subtitle_batch or (len(batch) + 1) * longest > budget):
             clips = [source.read(lo, hi) for lo, hi in batch]
-            yield [lo for lo, _ in batch], torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), \
-                torch.tensor([len(c) for c in clips])
+            width = -(-max(map(len, clips)) // step) * step
+            audio = torch.stack([torch.nn.functional.pad(c, (0, width - len(c))) for c in clips])
+            yield [lo for lo, _ in batch], audio, torch.tensor([len(c) for c in clips])
             release_freed_memory()
             batch = []
         if span is not None:
