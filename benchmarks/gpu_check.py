@@ -2,10 +2,11 @@
 
     python benchmarks/gpu_check.py            # on CUDA: bf16 autocast, batch 64 x 10 s for the RTFx
     python benchmarks/gpu_check.py --quick    # small batches (the CPU smoke test, < 2 minutes)
+    python benchmarks/gpu_check.py --quick --precision bf16   # the same under CPU bf16 autocast
 
-Without a GPU it falls back to CPU fp32 and says so. Per preset it reports training steps/s and samples/s
-(AdamW, forward + backward + step) and the decoding wall time; for the encoder-only CTC preset
-(``asr_ctc_tiny``) it reports RTFx = audio seconds / wall seconds of encoding + greedy CTC decoding of both
+Without a GPU it falls back to CPU (fp32 unless ``--precision bf16``) and says so. Per preset it reports
+training steps/s and samples/s (AdamW, forward + backward + step) and the decoding wall time; for the
+encoder-only CTC preset (``asr_ctc_tiny``) it reports RTFx = audio seconds / wall seconds of encoding + greedy CTC decoding of both
 heads at batch 64 of 10 s utterances. Results go to benchmarks/results/gpu_check.json; a section that fails
 is recorded with its error and the script exits 1.
 """
@@ -33,14 +34,15 @@ from zoo.train import move_to_device  # noqa: E402
 class Bench:
     """Device, precision and the timing helpers shared by every section."""
 
-    def __init__(self, device: str, quick: bool):
+    def __init__(self, device: str, quick: bool, precision: str = "auto"):
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.quick = quick
-        self.precision = "bf16-autocast" if self.cuda else "fp32"
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.cuda)
+        self.precision = "bf16-autocast" if self.bf16 else "fp32"
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def sync(self) -> None:
         if self.cuda:
@@ -253,16 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small batches: a CPU smoke test in < 2 minutes")
     parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cuda, cpu")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also autocasts on CPU")
     parser.add_argument("--only", nargs="*", help="run only these sections (names as printed)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch.cuda.is_available() is False; use --device cpu")
-    b = Bench(device, args.quick)
+    b = Bench(device, args.quick, args.precision)
     note = None
     if not b.cuda:
-        note = "no CUDA device: running on CPU in fp32 (numbers are a smoke test, not GPU throughput)"
+        note = f"no CUDA device: running on CPU in {b.precision} (numbers are a smoke test, not GPU throughput)"
         torch.set_num_threads(min(2, torch.get_num_threads()))
         print(f"note: {note}", flush=True)
     torch.manual_seed(0)
