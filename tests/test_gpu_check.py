@@ -16,7 +16,6 @@ def test_every_section_trains_and_decodes_on_cpu(tmp_path, precision):
     sections = report["sections"]
     assert {"asr_ctc_tiny", "rtfx_asr_ctc_tiny", "conv_tasnet_tiny", "brain_mindbridge_tiny",
             "caption_av_tiny"} <= set(sections)
-    assert not [name for name, s in sections.items() if "error" in s]
-    trained = [s for s in sections.values() if "loss_first" in s]
-    assert trained and all(s["loss_first"] == s["loss_first"] and s["loss_last"] == s["loss_last"] for s in trained)
+    assert not [name for name, s in sections.items() if "error" in s]  # a non-finite loss is an error too
+    assert sum("steps_per_s" in s for s in sections.values()) >= 8
     assert sections["rtfx_asr_ctc_tiny"]["rtfx"] > 1  # faster than real time even on CPU
