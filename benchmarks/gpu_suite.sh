@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check: every GPU benchmark in one prepared run (about 7 minutes on an H100/H200).
+# The device check: every GPU benchmark in one prepared run (about 8 minutes on an H100/H200).
 #
 #   bash benchmarks/gpu_suite.sh OUTDIR [HYBRID_MODEL_DIR CORPUS_ROOT]
 #
@@ -12,6 +12,7 @@
 #   speculative_asr  copy-drafted speculative vs plain greedy on the same hybrid (fp32, identity checked)
 #   parallel         Mask-Predict vs AR on the toy reversal task (fp32)
 #   ar_bf16          ar_decoding again under bf16 autocast
+#   ar_compile       ar_decoding with the zoo side compiled (fixed shapes, CUDA graphs), fp32
 # The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* directory) and the root of its corpus
 # (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped. Logs, JSON and PNGs go to
 # OUTDIR; a summary of exit codes and times is printed last. ONLY="gpu_check parallel" runs just those steps.
@@ -50,4 +51,5 @@ if [ -n "$model" ]; then
 fi
 step parallel 120 $py benchmarks/parallel.py --device cuda --out "$out/parallel"
 step ar_bf16 75 $py benchmarks/ar_decoding.py --device cuda --precision bf16 --repeats 3 --out "$out/ar_bf16"
+step ar_compile 90 $py benchmarks/ar_decoding.py --device cuda --compile --repeats 3 --out "$out/ar_compile"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
