@@ -155,7 +155,7 @@ def rtfx_section(b: Bench) -> dict:
         with torch.no_grad(), b.autocast():
             return model.generate(batch)
 
-    repeats = 2 if b.quick else 5
+    repeats = 2 if b.quick else 20  # 5 batches of ~50-100 ms gave 5.9k-12.8k on one H200: too few
     seconds, out = b.timed(run, repeats)
     peak = torch.cuda.max_memory_allocated(b.device) / 2**30 if b.cuda else None
     return dict(batch_size=bs, utterance_s=secs, repeats=repeats, wall_s_per_batch=seconds,
