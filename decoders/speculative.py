@@ -62,11 +62,13 @@ class RowCache:
         self.v = [t.index_select(0, rows) for t in self.v]
 
 
-def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: int | None = None) -> Tensor:
+def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: int | None = None,
+               span: int | None = None) -> Tensor:
     """Hidden states (rows, n, dim) of ``tokens`` (rows, n) at per-row positions ``pos`` (rows, n), through
-    the first ``layers`` blocks (all by default); writes their keys/values into ``cache``. Inference only."""
+    the first ``layers`` blocks (all by default); writes their keys/values into ``cache``. ``span`` (max(pos)
+    + 1, when the caller knows it) saves a device sync. Inference only."""
     rows, n = tokens.shape
-    span = int(pos.max()) + 1
+    span = int(pos.max()) + 1 if span is None else span
     if span > dec.dims.max_len:
         raise ValueError(f"position {span - 1} exceeds the decoder's max_len={dec.dims.max_len}")
     x = dec.embed(tokens) * dec.scale + dec.pos[pos].to(dec.embed.weight.dtype)
@@ -300,41 +302,50 @@ class SpeculativeGreedy:
         out = [[int(t)] for t in first.tolist()]
         sums = logp.gather(1, first[:, None]).squeeze(1).tolist()
         done = [o[0] == eos or max_new == 1 for o in out]
-        rows = torch.arange(batch, device=device)
-        lengths = torch.full((batch,), plen, dtype=torch.long, device=device)
-        last, hidden, count = first, x[:, -1], torch.ones(batch, dtype=torch.long, device=device)
+        # bookkeeping on the host (one list per active row), so a round syncs with the device once
+        rows, lengths, count = list(range(batch)), [plen] * batch, [1] * batch
+        last, hidden = first, x[:, -1]
         always, min_len = self.filter.always, opts.min_len
         self.stats.rounds = 1
         while True:
-            keep = torch.tensor([not done[r] for r in rows.tolist()], device=device)
-            if not bool(keep.any()):
+            live = [i for i, row in enumerate(rows) if not done[row]]
+            if not live:
                 break
-            if not bool(keep.all()):
-                idx = keep.nonzero().squeeze(1)
-                rows, lengths, last, hidden, count = (t.index_select(0, idx) for t in (rows, lengths, last, hidden, count))
+            if len(live) < len(rows):
+                idx = torch.tensor(live, device=device)
+                rows, lengths, count = ([v[i] for i in live] for v in (rows, lengths, count))
+                last, hidden = last.index_select(0, idx), hidden.index_select(0, idx)
                 mem = mem.select(idx)
                 cache.select(idx)
-            budget = min(int((max_new - count).max()) - 1, d.max_len - 1 - int(lengths.max()))
-            drafts = last.new_zeros(rows.numel(), 0)
+            lengths_t = torch.tensor(lengths, device=device)
+            budget = min(max_new - min(count) - 1, d.max_len - 1 - max(lengths))
+            drafts = last.new_zeros(len(rows), 0)
             if budget > 0 and getattr(self.drafter, "k", 1) > 0:
-                ctx = DraftContext(dec, mem, cache, rows, lengths, last, hidden, out, budget)
-                drafts = self.drafter.propose(ctx)[:, :budget].to(device=device, dtype=torch.long)
-            inp = torch.cat([last[:, None], drafts], 1)
+                ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t, last, hidden, out,
+                                   budget)
+                drafts = self.drafter.propose(ctx)[:, :budget].long()
+            draft_list = drafts.tolist()
+            inp = torch.cat([last[:, None], drafts.to(device)], 1)
             n = inp.shape[1]
-            x = run_layers(dec, inp, mem, cache, lengths[:, None] + torch.arange(n, device=device))
+            x = run_layers(dec, inp, mem, cache, lengths_t[:, None] + torch.arange(n, device=device),
+                           span=max(lengths) + n)
             logp = dec.logits(x).float().log_softmax(-1)
             if always.numel():
                 logp[:, :, always] = float("-inf")
-            steps = count[:, None] + torch.arange(n, device=device)
             if min_len > 0:
+                steps = torch.tensor(count, device=device)[:, None] + torch.arange(n, device=device)
                 logp[..., eos] = logp[..., eos].masked_fill(steps < min_len, float("-inf"))
             greedy = logp.argmax(-1)                                        # (R, n)
             lps = logp.gather(2, greedy[..., None]).squeeze(-1)
-            accepted = (drafts == greedy[:, :-1]).long().cumprod(1).sum(1)  # drafts equal to greedy's own
             self.stats.rounds += 1
-            g_list, lp_list, a_list, c_list = greedy.tolist(), lps.tolist(), accepted.tolist(), count.tolist()
-            for i, row in enumerate(rows.tolist()):
-                take = min(a_list[i] + 1, max_new - c_list[i])
+            g_list, lp_list = greedy.tolist(), lps.tolist()
+            accepted = []
+            for i, row in enumerate(rows):
+                a = 0  # drafts equal to greedy's own tokens, from the first on
+                while a < n - 1 and draft_list[i][a] == g_list[i][a]:
+                    a += 1
+                accepted.append(a)
+                take = min(a + 1, max_new - count[i])
                 new = g_list[i][:take]
                 if eos in new:
                     take = new.index(eos) + 1
@@ -343,10 +354,11 @@ class SpeculativeGreedy:
                 sums[row] += sum(lp_list[i][:take])
                 done[row] = done[row] or len(out[row]) >= max_new
                 self.stats.accepted.append(take)
-            lengths = lengths + accepted + 1
-            last = greedy.gather(1, accepted[:, None]).squeeze(1)
-            hidden = x[torch.arange(x.shape[0], device=device), accepted]
-            count = count + accepted + 1
+                lengths[i] += a + 1
+                count[i] += a + 1
+            at = torch.tensor(accepted, device=device)
+            pick = torch.arange(len(rows), device=device)
+            last, hidden = greedy[pick, at], x[pick, at]
         from decoders.search import length_norm
 
         hyps = []
