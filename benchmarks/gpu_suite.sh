@@ -14,8 +14,9 @@
 #   ar_bf16          ar_decoding again under bf16 autocast
 #   ar_compile       ar_decoding with the zoo side compiled (fixed shapes, CUDA graphs), fp32
 # The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* directory) and the root of its corpus
-# (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped. Logs, JSON and PNGs go to
-# OUTDIR; a summary of exit codes and times is printed last. ONLY="gpu_check parallel" runs just those steps.
+# (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped.
+# Logs, JSON and PNGs go to OUTDIR; a summary of exit codes and times is printed last.
+# ONLY="gpu_check parallel" runs just those steps.
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [HYBRID_MODEL_DIR CORPUS_ROOT]}
 model=${2:-}
@@ -46,8 +47,8 @@ step ar_fp32 75 $py benchmarks/ar_decoding.py --device cuda --repeats 3 --out "$
 if [ -n "$model" ]; then
     step ctc_vs_ar 70 $py benchmarks/ctc_vs_ar.py --model "$model" --corpus "$corpus" --device cuda --limit 96 \
         --out "$out/ctc_vs_ar"
-    step speculative_asr 60 $py benchmarks/speculative_asr.py --model "$model" --corpus "$corpus" --device cuda --limit 48 --repeats 2 \
-        --out "$out/speculative_asr.json"
+    step speculative_asr 60 $py benchmarks/speculative_asr.py --model "$model" --corpus "$corpus" --device cuda \
+        --limit 48 --repeats 2 --out "$out/speculative_asr.json"
 fi
 step parallel 120 $py benchmarks/parallel.py --device cuda --out "$out/parallel"
 step ar_bf16 75 $py benchmarks/ar_decoding.py --device cuda --precision bf16 --repeats 3 --out "$out/ar_bf16"
