@@ -134,8 +134,8 @@ def main(argv=None) -> dict:
     report = dict(
         benchmark="ar_decoding", claim="zoo >= 2x transformers tokens/s on CPU, identical tokens",
         passed=all(r["speedup"] >= 2.0 and r["identical"] for r in rows),
-        device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", precision=args.precision, compiled=args.compile,
-        threads=args.threads, cpu=platform.processor() or platform.machine(),
+        device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        precision=args.precision, compiled=args.compile, threads=args.threads, cpu=platform.processor() or platform.machine(),
         torch=torch.__version__, vocab=args.vocab, frames=args.frames, rows=rows,
     )
     print(f"{'batch':>5} {'beams':>5} {'transformers tok/s':>19} {'zoo tok/s':>10} {'speed-up':>9} {'identical':>9}")
