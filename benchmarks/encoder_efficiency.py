@@ -84,7 +84,8 @@ def top_operators(label: str, args, rows: int = 8) -> str:
             torch.profiler.profile() as prof:
         for _ in range(2):
             encoder(audio, None)
-    return prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=rows)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def main(argv: list[str] | None = None) -> int:

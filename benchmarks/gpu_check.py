@@ -6,9 +6,9 @@
 
 Without a GPU it falls back to CPU (fp32 unless ``--precision bf16``) and says so. Per preset it reports
 training steps/s and samples/s (AdamW, forward + backward + step) and the decoding wall time; for the
-encoder-only CTC preset (``asr_ctc_tiny``) it reports RTFx = audio seconds / wall seconds of encoding + greedy CTC decoding of both
-heads at batch 64 of 10 s utterances. Results go to benchmarks/results/gpu_check.json; a section that fails
-is recorded with its error and the script exits 1.
+encoder-only CTC preset (``asr_ctc_tiny``) it reports RTFx = audio seconds / wall seconds of encoding +
+greedy CTC decoding of both heads at batch 64 of 10 s utterances. Results go to
+benchmarks/results/gpu_check.json; a section that fails is recorded with its error and the script exits 1.
 """
 from __future__ import annotations
 

@@ -321,8 +321,8 @@ class SpeculativeGreedy:
             budget = min(max_new - min(count) - 1, d.max_len - 1 - max(lengths))
             drafts = last.new_zeros(len(rows), 0)
             if budget > 0 and getattr(self.drafter, "k", 1) > 0:
-                ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t, last, hidden, out,
-                                   budget)
+                rows_t = torch.tensor(rows, device=device)
+                ctx = DraftContext(dec, mem, cache, rows_t, lengths_t, last, hidden, out, budget)
                 drafts = self.drafter.propose(ctx)[:, :budget].long()
             draft_list = drafts.tolist()
             inp = torch.cat([last[:, None], drafts.to(device)], 1)
