@@ -1,5 +1,7 @@
 """ASR + subtitling recipe: partial labels train one branch, tokenizers travel with the model,
 long-form helpers (streamed reads, word timing, segmentation) behave."""
+from pathlib import Path
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -87,6 +89,20 @@ def test_saved_model_writes_text_with_its_own_tokenizers(tmp_path):
     for head in ("verbatim", "subtitle"):
         assert [h.tokens for h in a[head]] == [h.tokens for h in b[head]]
         assert [h.text for h in b[head]] == [toks[head].decode(h.tokens) for h in b[head]]
+
+
+def test_zoo_transcribe_writes_both_tracks_on_the_device_asked_for(tmp_path):
+    from zoo.cli import main
+
+    rows = _rows(tmp_path)
+    torch.manual_seed(0)
+    _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "m")
+    audio = rows[0]["audio_filepath"]
+    assert main(["transcribe", str(tmp_path / "m"), audio, "--out", str(tmp_path / "out"), "--device", "cpu",
+                 "--format", "srt", "txt"]) == 0
+    stem = Path(audio).stem
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        f"{stem}.{track}.{fmt}" for track in ("verbatim", "subtitle") for fmt in ("srt", "txt")}
 
 
 def test_streamed_reads_equal_the_file(tmp_path):

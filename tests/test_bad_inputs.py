@@ -107,6 +107,11 @@ CLI_CASES = {
     "transcribe: hub id not in the offline cache": (["transcribe", "nobody-zz/no-such-model", "{speech.wav}",
                                                      "--out", "{root}/t4"],
                                                     ["cannot load 'nobody-zz/no-such-model'", "HF_HUB_OFFLINE=1"]),
+    "transcribe: unknown device": (["transcribe", "{toy}", "{speech.wav}", "--out", "{root}/t5", "--device",
+                                    "tpu9"], ["unknown device 'tpu9'", "use auto, cpu, cuda or cuda:N"]),
+    **({} if torch.cuda.is_available() else {
+        "transcribe: --device cuda without a GPU": (["transcribe", "{toy}", "{speech.wav}", "--out", "{root}/t6",
+                                                     "--device", "cuda"], ["torch sees no CUDA device", "use cpu"])}),
     "card: directory without config.json": (["card", "{root}/nothing"], ["has no config.json",
                                                                         "written by save_pretrained"]),
 }

@@ -81,6 +81,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda:LOCAL_RANK when CUDA is available, else cpu. A named device must exist here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here; use cpu (or auto)")
+    return device
+
+
 def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device, non_blocking=non_blocking)
@@ -199,11 +214,7 @@ class Trainer:
         return True
 
     def _pick_device(self) -> torch.device:
-        if self.config.device != "auto":
-            return torch.device(self.config.device)
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
+        return pick_device(self.config.device)
 
     def _loader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch * 101 + self.rank)

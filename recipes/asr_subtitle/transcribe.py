@@ -315,12 +315,14 @@ def _no_gap_split(options: CueOptions) -> CueOptions:
 
 def main(args) -> int:
     from zoo.graph import ZooModel
+    from zoo.train import pick_device
 
+    device = pick_device(args.device)
     cue = CueOptions(max_line_width=args.max_line_width, max_line_count=args.max_line_count)
     for audio in args.audio:  # fail before the model loads
         if not Path(audio).is_file():
             raise FileNotFoundError(f"{audio}: no such audio file; check the path")
-    model = ZooModel.from_pretrained(args.model)
+    model = ZooModel.from_pretrained(args.model).to(device)
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot)
@@ -342,6 +344,7 @@ def add_arguments(p) -> None:
     p.add_argument("--one-pass", action="store_true", help="keep the windowed CTC pass's words (skip decoding "
                    "each pause-delimited segment again on its own audio)")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
 
 
 def boundaries_error(srt_or_segments, reference_json: str | Path) -> dict[str, float]:
