@@ -15,6 +15,7 @@
 #   ar_compile       ar_decoding with the zoo side compiled (fixed shapes, CUDA graphs), fp32
 # The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* directory) and the root of its corpus
 # (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped.
+# `benchmarks/stage_gpu_suite.py --model DIR --out .gpu` stages both (~50 MB) as .gpu/model and .gpu/corpus.
 # Logs, JSON and PNGs go to OUTDIR; a summary of exit codes and times is printed last.
 # ONLY="gpu_check parallel" runs just those steps.
 set -u
