@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo.registry import create_model, list_models  # noqa: E402
-from zoo.train import move_to_device  # noqa: E402
+from zoo.train import move_to_device, pick_device  # noqa: E402
 
 
 class Bench:
@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these sections (names as printed)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False; use --device cpu")
+    try:
+        device = str(pick_device(args.device))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     b = Bench(device, args.quick, args.precision)
     note = None
     if not b.cuda:

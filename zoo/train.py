@@ -168,7 +168,7 @@ class Trainer:
                 f"{config.grad_accum} x {self.world}; a rank's micro-batch holds "
                 "batch_size / (grad_accum x world_size) rows"
             )
-        self.device = self._pick_device()
+        self.device = pick_device(config.device)
         self.amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         seed_everything(config.seed + self.rank)
         self.module = model.to(self.device)
@@ -212,9 +212,6 @@ class Trainer:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
         return True
-
-    def _pick_device(self) -> torch.device:
-        return pick_device(self.config.device)
 
     def _loader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch * 101 + self.rank)

@@ -111,6 +111,14 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def _ctc_branch(model, head: str):
+    """(CTC decoder, frame shift in seconds, encoder node name) of ``head``; a hybrid CTC/attention head
+    (``ctc_attention``) is read through its CTC branch."""
+    ctc = model.decoders[head]
+    ctc = getattr(ctc, "ctc", ctc)
+    return ctc, float(ctc.frame_shift_s or model.meta.get("frame_shift_s")), model.spec_decoders[head]["source"]
+
+
 def _windows(length: int, sr: int, opts: LongFormOptions, shift_samples: int) -> Iterator[tuple[int, int]]:
     """(centre start, centre stop) in samples, multiples of the frame shift."""
     chunk = max(shift_samples, int(round(opts.chunk_s * sr / shift_samples)) * shift_samples)
@@ -123,13 +131,10 @@ def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
                       opts: LongFormOptions = LongFormOptions()) -> tuple[np.ndarray, float]:
     """Per-frame argmax token ids (uint8/int16) of the CTC head over the whole signal, and the frame shift.
     A hybrid CTC/attention head (``ctc_attention``) is read through its CTC branch."""
-    ctc = model.decoders[head]
-    ctc = getattr(ctc, "ctc", ctc)
-    shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
+    ctc, shift, encoder = _ctc_branch(model, head)
     sr = source.sample_rate
     hop = int(round(shift * sr))
     context = int(round(opts.context_s * sr / hop)) * hop
-    encoder = model.spec_decoders[head]["source"]
     device = next(model.parameters()).device
     windows = list(_windows(source.length, sr, opts, hop))
     pieces: list[np.ndarray] = []
@@ -203,15 +208,19 @@ def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opt
     freed blocks, where a new shape per batch let the heap's peak creep up with the file length."""
     sr, pad = source.sample_rate, int(opts.segment_pad_s * source.sample_rate)
     step = max(1, int(opts.width_step_s * sr))
+
+    def padded(n: int) -> int:  # n samples rounded up to a whole number of steps
+        return -(-n // step) * step
+
     budget = opts.batch_size * int((opts.chunk_s + 2 * opts.context_s) * sr)
     spans = [(max(0, int(seg[0].start * sr) - pad), min(source.length, int(seg[-1].end * sr) + pad))
              for seg in segments]
     batch: list[tuple[int, int]] = []
     for span in [*spans, None]:
-        longest = -(-max([hi - lo for lo, hi in batch + [span or (0, 0)]]) // step) * step
+        longest = padded(max([hi - lo for lo, hi in batch + [span or (0, 0)]]))
         if batch and (span is None or len(batch) == opts.subtitle_batch or (len(batch) + 1) * longest > budget):
             clips = [source.read(lo, hi) for lo, hi in batch]
-            width = -(-max(map(len, clips)) // step) * step
+            width = padded(max(map(len, clips)))
             audio = torch.stack([torch.nn.functional.pad(c, (0, width - len(c))) for c in clips])
             yield [lo for lo, _ in batch], audio, torch.tensor([len(c) for c in clips])
             release_freed_memory()
@@ -226,10 +235,7 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     """Second pass: greedy CTC over each pause-delimited segment's own audio, word times shifted to the
     file. Segments longer than ``max_segment_s`` (one long word) or that come back empty keep their
     first-pass words."""
-    ctc = model.decoders[head]
-    ctc = getattr(ctc, "ctc", ctc)
-    shift = float(ctc.frame_shift_s or model.meta.get("frame_shift_s"))
-    encoder = model.spec_decoders[head]["source"]
+    ctc, shift, encoder = _ctc_branch(model, head)
     device = next(model.parameters()).device
     tokenizer = model.tokenizer(head)
     out = [list(seg) for seg in segments]
