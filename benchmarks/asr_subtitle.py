@@ -31,18 +31,25 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-asr")
     parser.add_argument("--lm-weight", type=float, default=0.6, help="also score CTC + char 6-gram LM (0: skip)")
     parser.add_argument("--insertion-bonus", type=float, default=1.0)
+    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                        help="training precision (default: the config's; configs/small.yaml: bf16 autocast)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more config overrides for every preset, e.g. data.max_duration=40")
+    parser.add_argument("--json", default=None, help="results file (default results/asr_subtitle_<size>.json)")
     args = parser.parse_args()
     config = Path(train.__file__).parent / "configs" / f"{args.size}.yaml"
-    rows = []
+    train_cfg = load_config(train.AsrConfig, config)
+    rows, begin = [], time.time()
     for kind in args.kinds:
         out = Path(args.out) / f"{kind}-{args.size}"
         start = time.time()
         no_ctc = ["model.inter_ctc=0"] if kind == "subtitle" else []  # InterCTC needs the verbatim CTC head
         train.main(["--config", str(config), f"model.kind={kind}", f"model.size={args.size}", *no_ctc,
-                    f"train.steps={args.steps}", f"train.out_dir={out}", "data.eval_size=0", "train.eval_every=0"])
+                    f"train.steps={args.steps}", f"train.out_dir={out}", "data.eval_size=0", "train.eval_every=0",
+                    *([f"train.precision={args.precision}"] if args.precision else []), *args.set])
         minutes = (time.time() - start) / 60
         model = ZooModel.from_pretrained(str(out / "model"))
-        splits = train.corpus(load_config(train.AsrConfig, config).data)
+        splits = train.corpus(train_cfg.data)
         test = evaluate.load_split(splits["test_unseen"])
         test = test[: args.limit] if args.limit else test
         heads = [h for h in ("verbatim", "subtitle") if h in model.decoders]
@@ -53,7 +60,9 @@ def main() -> None:
                                                            insertion_bonus=args.insertion_bonus)}
             hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=fused)
             scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
-        rows.append({"kind": kind, "size": args.size, "steps": args.steps, "train_minutes": round(minutes, 1),
+        precision = args.precision or train_cfg.train.precision
+        rows.append({"kind": kind, "size": args.size, "steps": args.steps, "precision": precision,
+                     "overrides": args.set, "train_minutes": round(minutes, 1),
                      "params": sum(p.numel() for p in model.parameters()), **scores})
         print(rows[-1], flush=True)
     print(f"\n{'preset':<22} {'params':>10} {'min':>6} {'verbatim WER':>13} {'+ LM':>7} {'subtitle WER':>13} {'BLEU':>6}")
@@ -63,6 +72,7 @@ def main() -> None:
         s = f"{100 * r['subtitle_wer']:.1f}%" if "subtitle_wer" in r else "-"
         b = f"{r['subtitle_bleu']:.1f}" if "subtitle_bleu" in r else "-"
         print(f"asr_{r['kind']}_{r['size']:<12} {r['params']:>10,} {r['train_minutes']:>6} {v:>13} {lm:>7} {s:>13} {b:>6}")
+    print(f"{len(rows)} presets trained and scored in {(time.time() - begin) / 60:.1f} min")
     by = {r["kind"]: r for r in rows}
     verdict = None
     if {"verbatim", "subtitle", "cascaded"} <= set(by):
@@ -73,8 +83,9 @@ def main() -> None:
                        and by["cascaded"]["subtitle_wer"] < by["subtitle"]["subtitle_wer"])
             print(f"\ncascaded beats both single-task models on their own output: {verdict}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"asr_subtitle_{args.size}.json").write_text(
-        json.dumps({"rows": rows, "cascaded_beats_single_task": verdict}, indent=1))
+    Path(args.json or RESULTS / f"asr_subtitle_{args.size}.json").write_text(
+        json.dumps({"rows": rows, "cascaded_beats_single_task": verdict,
+                    "total_minutes": round((time.time() - begin) / 60, 1)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -242,3 +242,29 @@ def test_pad_noise_surrounds_the_utterance_with_its_own_background(tmp_path):
     before, after = padded[: starts[0]].numpy(), padded[starts[0] + len(plain):].numpy()
     assert np.allclose(after * 32768, bed[: len(after)]) and np.allclose(before * 32768, bed[len(bed) - len(before):])
     assert SpeechTextDataset([row], {}, pad_noise=(0.0, 0.5))[0]["audio"].shape == plain.shape
+
+
+def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from recipes.asr_subtitle.corpus import MANIFEST_SCHEMA
+    from recipes.asr_subtitle.evaluate import main as evaluate
+    from zoo.data.manifest import write_manifest
+
+    rows = [dict(r, clean_filepath=r["audio_filepath"], sample_rate=16000, lang="en", voice="v", speaker="v",
+                 snr_db=10.0) for r in _rows(tmp_path)]
+    for split in ("train", "test_seen", "test_unseen"):
+        write_manifest(tmp_path / f"{split}.jsonl", rows, MANIFEST_SCHEMA)
+    torch.manual_seed(0)
+    _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "m")
+    common = ["--model", str(tmp_path / "m"), "--corpus", str(tmp_path), "--tune-lm", "--ctc-beam", "2"]
+    with pytest.raises(ValueError, match="must not be scored on it"):
+        evaluate([*common, "--split", "test_seen"])
+    assert evaluate(common) == 0
+    out = capsys.readouterr().out
+    assert "LM fusion tuned on 4 test_seen utterances" in out and "chosen: --lm-weight" in out
+    scored = json.loads((tmp_path / "m" / "eval_results.json").read_text())
+    assert {r["dataset_split"] for r in scored} == {"test_unseen"}
+    assert all("tuned on test_seen" in r["task_name"] for r in scored)

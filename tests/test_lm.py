@@ -64,3 +64,40 @@ def test_bad_arguments_are_named():
         NGramLM(order=0)
     with pytest.raises(ValueError, match="no training tokens"):
         NGramLM.train([], 10)
+
+
+class _Ids:
+    """A tokenizer stand-in for the tuner: ids 4..9 as letters, 9 as a space."""
+
+    def decode(self, ids):
+        return "".join(" " if t == 9 else "abcde"[t - 4] for t in ids)
+
+
+def _ambiguous_spaces(seq: list[int]) -> torch.Tensor:
+    """Log probs that spell ``seq`` one token a frame with a blank between, every space a 0.6/0.4 tie with blank
+    (acoustics alone merge the words)."""
+    frames = []
+    for t in seq:
+        row = torch.full((10,), 1e-6)
+        if t == 9:
+            row[0], row[9] = 0.6, 0.4
+        else:
+            row[t] = 1.0
+        frames += [row, torch.full((10,), 1e-6).index_fill(0, torch.tensor([0]), 1.0)]
+    return torch.stack(frames).log().log_softmax(-1)
+
+
+def test_lm_fusion_tuning_picks_a_weight_that_helps_and_none_for_a_misleading_lm():
+    from recipes.asr_subtitle.evaluate import tune_lm_fusion
+
+    seqs = [s for s in corpus(40, 2) if 9 in s][:12]
+    lps, refs = [_ambiguous_spaces(s) for s in seqs], [_Ids().decode(s) for s in seqs]
+    good = NGramLM.train(corpus(300, 0), 10, order=4)
+    grid, (weight, bonus) = tune_lm_fusion(lps, refs, _Ids(), good, beam=4, bonuses=(0.0,))  # a bonus alone
+    # would also insert the spaces here
+    assert grid[(0.0, 0.0)] > 0.3  # without the LM the words merge
+    assert weight > 0 and grid[(weight, bonus)] == 0.0 == min(grid.values())
+    # the same LM misleads where the speech really runs the words together: weight 0 is chosen
+    merged = [_Ids().decode([t for t in s if t != 9]) for s in seqs]
+    grid, (weight, bonus) = tune_lm_fusion(lps, merged, _Ids(), good, beam=4, bonuses=(0.0,))
+    assert weight == 0.0 and grid[(0.0, 0.0)] == 0.0 < min(v for (w, _), v in grid.items() if w > 0)

@@ -1,12 +1,14 @@
 """Evaluate an ASR + subtitling model on the corpus's held-out splits and write the card's results.
 
     zoo eval asr_subtitle --model runs/asr-tiny/model [--split test_unseen test_seen] [--beam 1]
-                          [--lm-weight 0.5 --ctc-beam 8]
+                          [--lm-weight 0.5 --ctc-beam 8] [--tune-lm [--tune-split test_seen]]
 
 Verbatim: WER and CER against verbatim references after ``zoo.metrics.normalize_text``. With
 ``--lm-weight`` > 0 the CTC head decodes by prefix beam search fused with a character n-gram LM
 (``zoo.lm.NGramLM``, Kneser-Ney) of the training split's verbatim text, saved as ``verbatim_lm.json`` in
-the model folder (shallow fusion as in ESPnet / NeMo CTC decoding with an LM).
+the model folder (shallow fusion as in ESPnet / NeMo CTC decoding with an LM). ``--tune-lm`` picks the LM
+weight and insertion bonus by WER on a tuning split (default ``test_seen``: training voices, new sentences)
+and reports the other splits with them.
 Subtitles: WER (same normaliser) and cased sacreBLEU against subtitle references.
 """
 from __future__ import annotations
@@ -91,6 +93,37 @@ def verbatim_lm(model_dir: Path, model, train_rows: Sequence[dict], order: int =
     return lm
 
 
+@torch.no_grad()
+def ctc_log_probs(model, rows: Sequence[dict], head: str = "verbatim", batch_size: int = 16) -> list[torch.Tensor]:
+    """The CTC head's (frames, vocab) log probs of every row, in row order, on the CPU."""
+    model.eval()
+    ctc, out = model.decoders[head], {}
+    device = next(model.parameters()).device
+    for idx, batch in audio_batches(rows, batch_size, device):
+        memory = model.memory(model.encode(batch, needed={model.spec_decoders[head]["source"]}), head)
+        lp = ctc.log_probs(memory).float().cpu()
+        frames = memory.lengths.tolist() if memory.lengths is not None else [lp.shape[1]] * len(idx)
+        out.update({i: lp[j, :n] for j, (i, n) in enumerate(zip(idx, frames))})
+    return [out[i] for i in range(len(rows))]
+
+
+def tune_lm_fusion(log_probs: Sequence[torch.Tensor], refs: Sequence[str], tokenizer, lm,
+                   weights: Sequence[float] = (0.0, 0.3, 0.6, 0.9, 1.2), bonuses: Sequence[float] = (0.0, 1.0, 2.0),
+                   beam: int = 8, blank: int = 0) -> tuple[dict[tuple[float, float], float], tuple[float, float]]:
+    """WER of CTC prefix beam search + ``lm`` for every (lm_weight, insertion_bonus) on a tuning split, and the
+    best pair: shallow-fusion weights are chosen on development data, as ESPnet's and NeMo's decoding
+    recipes do, never on the test split they are reported on. The acoustic model runs once (``log_probs``)."""
+    from decoders.ctc import prefix_beam_search
+
+    grid = {}
+    for w in weights:
+        for b in bonuses:
+            hyps = [tokenizer.decode(list(prefix_beam_search(lp, beam, blank, lm, w, b, prune_top_k=8)[0][0]))
+                    for lp in log_probs]
+            grid[(w, b)] = metrics.wer(list(refs), hyps)
+    return grid, min(grid, key=lambda k: (grid[k], k))
+
+
 def make_eval_fn(rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16):
     def eval_fn(model) -> dict[str, float]:
         return score(rows, transcribe_rows(model, rows, heads, batch_size))
@@ -128,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a directory written by save_pretrained")
     parser.add_argument("--corpus", default=None, help="corpus root (default: the corpus of the training run's "
                         "config.yaml beside the model directory, else the default corpus)")
-    parser.add_argument("--split", nargs="+", default=["test_unseen", "test_seen"], choices=list(SPLITS))
+    parser.add_argument("--split", nargs="+", default=None, choices=list(SPLITS),
+                        help="splits to score (default: both, less the --tune-split with --tune-lm)")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N utterances of each split")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -137,8 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lm-order", type=int, default=6)
     parser.add_argument("--insertion-bonus", type=float, default=0.0, help="per-token bonus with the LM")
     parser.add_argument("--ctc-beam", type=int, default=8, help="CTC prefix beam width when --lm-weight > 0")
+    parser.add_argument("--tune-lm", action="store_true", help="choose --lm-weight and --insertion-bonus by WER on "
+                        "--tune-split first (a grid of 5 x 3, weight 0 included), then score --split with them")
+    parser.add_argument("--tune-split", default="test_seen", choices=list(SPLITS))
+    parser.add_argument("--tune-limit", type=int, default=100, help="utterances of --tune-split to tune on")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
+    if args.split is None:
+        args.split = [s for s in SPLITS if not (args.tune_lm and s == args.tune_split)]
 
     from zoo.cards import add_eval_results
     from zoo.graph import ZooModel
@@ -150,13 +190,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = corpus_splits(directory, args.corpus)
     heads = [h for h in HEADS if h in model.decoders]
     options, lm_note = {}, ""
-    if args.lm_weight > 0:
+    if args.lm_weight > 0 or args.tune_lm:
         if model.spec_decoders.get("verbatim", {}).get("type") != "ctc":
-            raise ValueError("--lm-weight fuses an n-gram LM into a CTC verbatim head; this model has none")
+            raise ValueError("--lm-weight / --tune-lm fuse an n-gram LM into a CTC verbatim head; this model has none")
         lm = verbatim_lm(directory, model, load_split(splits["train"]), args.lm_order)
+        if args.tune_lm:
+            if args.tune_split in args.split:
+                raise ValueError(f"--tune-split {args.tune_split} is also in --split: weights tuned on a split must "
+                                 "not be scored on it; pass --split test_unseen")
+            tune = load_split(splits[args.tune_split])[: args.tune_limit]
+            grid, (args.lm_weight, args.insertion_bonus) = tune_lm_fusion(
+                ctc_log_probs(model, tune), [r["text_verbatim"] for r in tune], model.tokenizer("verbatim"), lm,
+                beam=args.ctc_beam)
+            print(f"LM fusion tuned on {len(tune)} {args.tune_split} utterances (WER by weight, bonus): " +
+                  ", ".join(f"{w:g}/{b:g} {100 * v:.1f}%" for (w, b), v in grid.items()) +
+                  f"; chosen: --lm-weight {args.lm_weight:g} --insertion-bonus {args.insertion_bonus:g}")
         options["verbatim"] = decoding_options("ctc", args.ctc_beam, lm=lm, lm_weight=args.lm_weight,
                                                insertion_bonus=args.insertion_bonus)
-        lm_note = f", CTC beam {args.ctc_beam} + char {args.lm_order}-gram LM (weight {args.lm_weight:g})"
+        lm_note = (f", CTC beam {args.ctc_beam} + char {args.lm_order}-gram LM (weight {args.lm_weight:g}, "
+                   f"bonus {args.insertion_bonus:g}{', tuned on ' + args.tune_split if args.tune_lm else ''})")
         heads = ["verbatim"]  # the LM changes only the verbatim head's decoding
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
