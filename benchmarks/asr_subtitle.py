@@ -1,7 +1,7 @@
 """Multi-task vs single-task ASR + subtitling with the same budget and data (issue 3).
 
     .venv/bin/python benchmarks/asr_subtitle.py [--size small] [--steps 500] [--kinds verbatim subtitle shared cascaded]
-                                                [--lm-weight 0.6]
+                                                [--lm-weight 0.6] [--tune-lm 100] [--precision bf16]
 
 Trains each preset with the same config (steps, batches, schedule) on the eSpeak broadcast corpus and
 scores held-out voices: verbatim WER, subtitle WER and subtitle BLEU. Prints the table, writes
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-asr")
     parser.add_argument("--lm-weight", type=float, default=0.6, help="also score CTC + char 6-gram LM (0: skip)")
     parser.add_argument("--insertion-bonus", type=float, default=1.0)
+    parser.add_argument("--tune-lm", type=int, default=0, metavar="N",
+                        help="also score the LM with weight and bonus tuned on N test_seen utterances (0: skip)")
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                         help="training precision (default: the config's; configs/small.yaml: bf16 autocast)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -60,6 +62,13 @@ def main() -> None:
                                                            insertion_bonus=args.insertion_bonus)}
             hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=fused)
             scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
+            if args.tune_lm:  # weights chosen on training voices / new sentences, scored on held-out voices
+                dev = evaluate.load_split(splits["test_seen"])[: args.tune_lm]
+                _, (w, b) = evaluate.tune_lm_fusion(evaluate.ctc_log_probs(model, dev), [r["text_verbatim"] for r in dev],
+                                                    model.tokenizer("verbatim"), lm)
+                tuned = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=w, insertion_bonus=b)}
+                hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=tuned)
+                scores |= {"verbatim_tuned_lm_wer": evaluate.score(test, hyps)["verbatim_wer"], "tuned_lm": [w, b]}
         precision = args.precision or train_cfg.train.precision
         rows.append({"kind": kind, "size": args.size, "steps": args.steps, "precision": precision,
                      "overrides": args.set, "train_minutes": round(minutes, 1),
@@ -69,6 +78,7 @@ def main() -> None:
     for r in rows:
         v = f"{100 * r['verbatim_wer']:.1f}%" if "verbatim_wer" in r else "-"
         lm = f"{100 * r['verbatim_lm_wer']:.1f}%" if "verbatim_lm_wer" in r else "-"
+        lm += f" / {100 * r['verbatim_tuned_lm_wer']:.1f}% tuned" if "verbatim_tuned_lm_wer" in r else ""
         s = f"{100 * r['subtitle_wer']:.1f}%" if "subtitle_wer" in r else "-"
         b = f"{r['subtitle_bleu']:.1f}" if "subtitle_bleu" in r else "-"
         print(f"asr_{r['kind']}_{r['size']:<12} {r['params']:>10,} {r['train_minutes']:>6} {v:>13} {lm:>7} {s:>13} {b:>6}")

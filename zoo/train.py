@@ -98,8 +98,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX); elsewhere CPU bf16
-    autocast is emulated and slower than fp32."""
+    """Whether oneDNN has bf16 kernels for this CPU (torch's check: AVX512 core, or AMX; AVX512-BF16 makes them
+    fast); elsewhere CPU bf16 autocast falls back to slow reference code."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -181,8 +181,8 @@ class Trainer:
         self.device = pick_device(config.device)
         self.amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         if self.amp and self.device.type == "cpu" and not cpu_has_native_bf16():
-            warnings.warn("precision=bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast is emulated "
-                          "and slower than fp32 here; set train.precision=fp32", stacklevel=2)
+            warnings.warn("precision=bf16 on a CPU without native bf16 (oneDNN finds no AVX512 or AMX): autocast "
+                          "is emulated and slower than fp32 here; set train.precision=fp32", stacklevel=2)
         seed_everything(config.seed + self.rank)
         self.module = model.to(self.device)
         self.heads = list(getattr(model, "decoders", None) or [])
