@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="results file (default results/asr_subtitle_<size>.json)")
     args = parser.parse_args()
     config = Path(train.__file__).parent / "configs" / f"{args.size}.yaml"
-    train_cfg = load_config(train.AsrConfig, config)
+    overrides = [*([f"train.precision={args.precision}"] if args.precision else []), *args.set]
+    train_cfg = load_config(train.AsrConfig, config, overrides)  # what every preset trains and is scored with
     rows, begin = [], time.time()
     for kind in args.kinds:
         out = Path(args.out) / f"{kind}-{args.size}"
@@ -48,7 +49,7 @@ def main() -> None:
         no_ctc = ["model.inter_ctc=0"] if kind == "subtitle" else []  # InterCTC needs the verbatim CTC head
         train.main(["--config", str(config), f"model.kind={kind}", f"model.size={args.size}", *no_ctc,
                     f"train.steps={args.steps}", f"train.out_dir={out}", "data.eval_size=0", "train.eval_every=0",
-                    *([f"train.precision={args.precision}"] if args.precision else []), *args.set])
+                    *overrides])
         minutes = (time.time() - start) / 60
         model = ZooModel.from_pretrained(str(out / "model"))
         splits = train.corpus(train_cfg.data)
@@ -64,13 +65,11 @@ def main() -> None:
             scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
             if args.tune_lm:  # weights chosen on training voices / new sentences, scored on held-out voices
                 dev = evaluate.load_split(splits["test_seen"])[: args.tune_lm]
-                _, (w, b) = evaluate.tune_lm_fusion(evaluate.ctc_log_probs(model, dev), [r["text_verbatim"] for r in dev],
-                                                    model.tokenizer("verbatim"), lm)
+                _, (w, b) = evaluate.tune_lm_on_rows(model, dev, lm)
                 tuned = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=w, insertion_bonus=b)}
                 hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=tuned)
                 scores |= {"verbatim_tuned_lm_wer": evaluate.score(test, hyps)["verbatim_wer"], "tuned_lm": [w, b]}
-        precision = args.precision or train_cfg.train.precision
-        rows.append({"kind": kind, "size": args.size, "steps": args.steps, "precision": precision,
+        rows.append({"kind": kind, "size": args.size, "steps": args.steps, "precision": train_cfg.train.precision,
                      "overrides": args.set, "train_minutes": round(minutes, 1),
                      "params": sum(p.numel() for p in model.parameters()), **scores})
         print(rows[-1], flush=True)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo.registry import create_model, list_models  # noqa: E402
-from zoo.train import move_to_device, pick_device  # noqa: E402
+from zoo.train import autocasts_bf16, move_to_device, pick_device  # noqa: E402
 
 
 class Bench:
@@ -38,7 +38,7 @@ class Bench:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.quick = quick
-        self.bf16 = precision == "bf16" or (precision == "auto" and self.cuda)
+        self.bf16 = autocasts_bf16(precision, self.device)
         self.precision = "bf16-autocast" if self.bf16 else "fp32"
 
     def autocast(self):

@@ -97,6 +97,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocasts_bf16(precision: str, device: torch.device) -> bool:
+    """``bf16`` autocasts on any device; ``auto`` only on CUDA (fp32 on CPU); ``fp32`` never."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (torch's check: AVX512 core, or AMX; AVX512-BF16 makes them
     fast); elsewhere CPU bf16 autocast falls back to slow reference code."""
@@ -179,7 +184,7 @@ class Trainer:
                 "batch_size / (grad_accum x world_size) rows"
             )
         self.device = pick_device(config.device)
-        self.amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.amp = autocasts_bf16(config.precision, self.device)
         if self.amp and self.device.type == "cpu" and not cpu_has_native_bf16():
             warnings.warn("precision=bf16 on a CPU without native bf16 (oneDNN finds no AVX512 or AMX): autocast "
                           "is emulated and slower than fp32 here; set train.precision=fp32", stacklevel=2)

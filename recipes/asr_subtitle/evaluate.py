@@ -124,6 +124,13 @@ def tune_lm_fusion(log_probs: Sequence[torch.Tensor], refs: Sequence[str], token
     return grid, min(grid, key=lambda k: (grid[k], k))
 
 
+def tune_lm_on_rows(model, rows: Sequence[dict], lm, beam: int = 8):
+    """:func:`tune_lm_fusion` on ``rows`` of a manifest: the verbatim CTC head's log probs against their verbatim
+    references; returns (grid, (lm_weight, insertion_bonus))."""
+    return tune_lm_fusion(ctc_log_probs(model, rows), [r["text_verbatim"] for r in rows], model.tokenizer("verbatim"),
+                          lm, beam=beam)
+
+
 def make_eval_fn(rows: Sequence[dict], heads: Sequence[str], batch_size: int = 16):
     def eval_fn(model) -> dict[str, float]:
         return score(rows, transcribe_rows(model, rows, heads, batch_size))
@@ -199,9 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--tune-split {args.tune_split} is also in --split: weights tuned on a split must "
                                  "not be scored on it; pass --split test_unseen")
             tune = load_split(splits[args.tune_split])[: args.tune_limit]
-            grid, (args.lm_weight, args.insertion_bonus) = tune_lm_fusion(
-                ctc_log_probs(model, tune), [r["text_verbatim"] for r in tune], model.tokenizer("verbatim"), lm,
-                beam=args.ctc_beam)
+            grid, (args.lm_weight, args.insertion_bonus) = tune_lm_on_rows(model, tune, lm, args.ctc_beam)
             print(f"LM fusion tuned on {len(tune)} {args.tune_split} utterances (WER by weight, bonus): " +
                   ", ".join(f"{w:g}/{b:g} {100 * v:.1f}%" for (w, b), v in grid.items()) +
                   f"; chosen: --lm-weight {args.lm_weight:g} --insertion-bonus {args.insertion_bonus:g}")
