@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--lm-weight", type=float, default=0.6, help="also score CTC + char 6-gram LM (0: skip)")
     parser.add_argument("--insertion-bonus", type=float, default=1.0)
     parser.add_argument("--tune-lm", type=int, default=0, metavar="N",
-                        help="also score the LM with weight and bonus tuned on N test_seen utterances (0: skip)")
+                        help="score the LM with weight and bonus tuned on N test_seen utterances instead of the fixed ones")
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                         help="training precision (default: the config's; configs/small.yaml: bf16 autocast)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -59,16 +59,15 @@ def main() -> None:
         scores = evaluate.score(test, evaluate.transcribe_rows(model, test, heads))
         if "verbatim" in heads and model.spec_decoders["verbatim"]["type"] == "ctc" and args.lm_weight > 0:
             lm = evaluate.verbatim_lm(out / "model", model, evaluate.load_split(splits["train"]))
-            fused = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=args.lm_weight,
-                                                           insertion_bonus=args.insertion_bonus)}
-            hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=fused)
-            scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
+            weights = (args.lm_weight, args.insertion_bonus)
             if args.tune_lm:  # weights chosen on training voices / new sentences, scored on held-out voices
                 dev = evaluate.load_split(splits["test_seen"])[: args.tune_lm]
-                _, (w, b) = evaluate.tune_lm_on_rows(model, dev, lm)
-                tuned = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=w, insertion_bonus=b)}
-                hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=tuned)
-                scores |= {"verbatim_tuned_lm_wer": evaluate.score(test, hyps)["verbatim_wer"], "tuned_lm": [w, b]}
+                _, weights = evaluate.tune_lm_on_rows(model, dev, lm)
+                scores["tuned_lm"] = list(weights)
+            fused = {"verbatim": evaluate.decoding_options("ctc", 8, lm=lm, lm_weight=weights[0],
+                                                           insertion_bonus=weights[1])}
+            hyps = evaluate.transcribe_rows(model, test, ["verbatim"], options=fused)
+            scores["verbatim_lm_wer"] = evaluate.score(test, hyps)["verbatim_wer"]
         rows.append({"kind": kind, "size": args.size, "steps": args.steps, "precision": train_cfg.train.precision,
                      "overrides": args.set, "train_minutes": round(minutes, 1),
                      "params": sum(p.numel() for p in model.parameters()), **scores})
@@ -77,7 +76,7 @@ def main() -> None:
     for r in rows:
         v = f"{100 * r['verbatim_wer']:.1f}%" if "verbatim_wer" in r else "-"
         lm = f"{100 * r['verbatim_lm_wer']:.1f}%" if "verbatim_lm_wer" in r else "-"
-        lm += f" / {100 * r['verbatim_tuned_lm_wer']:.1f}% tuned" if "verbatim_tuned_lm_wer" in r else ""
+        lm += " (tuned {:g}/{:g})".format(*r["tuned_lm"]) if "tuned_lm" in r else ""
         s = f"{100 * r['subtitle_wer']:.1f}%" if "subtitle_wer" in r else "-"
         b = f"{r['subtitle_bleu']:.1f}" if "subtitle_bleu" in r else "-"
         print(f"asr_{r['kind']}_{r['size']:<12} {r['params']:>10,} {r['train_minutes']:>6} {v:>13} {lm:>7} {s:>13} {b:>6}")
