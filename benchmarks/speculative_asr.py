@@ -2,7 +2,8 @@
 
 On held-out-voice utterances (``test_unseen``), the encoders run once per batch (not timed); the AR
 head then decodes greedily (a) plainly, (b) with CopySpec drafts from a CTC hypothesis of the same
-audio (its greedy CTC decode is timed as part of the drafter), (c) with Medusa-1 heads if the model
+audio (its greedy CTC decode is timed as part of the drafter), with a fixed draft length ``--draft-k`` and
+with transformers' "heuristic" per-row schedule (+2 / -1), (c) with Medusa-1 heads if the model
 folder holds ``medusa-subtitle.safetensors`` (``python -m recipes.asr_subtitle.train_medusa``). Two
 model kinds: shared/cascaded (the AR *subtitle* head drafted from the verbatim CTC head, across heads)
 and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC branch, same
@@ -63,25 +64,29 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
     tokens = sum(len(h.tokens) for h in plain)
     rows = [dict(drafter="plain greedy", seconds=round(t_plain, 3), speedup=1.0, tokens_per_pass=1.0, identical=True,
                  tokens_per_s=round(tokens / t_plain, 1))]
-    if target == "verbatim":  # same vocabulary: copy token ids, no text round trip
-        drafters = {"copy (CTC hypothesis)": lambda b: TokenCopyDrafter.from_hypotheses(
-            ctc.decode(b["verbatim"]), k=draft_k, pad_id=ar.dims.pad_id)}
-    else:
-        drafters = {"copy (CTC hypothesis)": lambda b: CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok,
-                                                                                     ttok, k=draft_k)}
+    def copy(b: dict):
+        if target == "verbatim":  # same vocabulary: copy token ids, no text round trip
+            return TokenCopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), k=draft_k)
+        return CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok, k=draft_k)
+
+    drafters = {"copy (CTC hypothesis)": (copy, "constant"),
+                "copy (CTC hypothesis), heuristic draft length": (copy, "heuristic")}
     if medusa is not None:
-        drafters["Medusa-1 heads"] = lambda b: medusa
-    for name, make in drafters.items():
+        drafters["Medusa-1 heads"] = (lambda b: medusa, "constant")
+    for name, (make, schedule) in drafters.items():
         def go():
-            hyps, accepted = [], []
+            hyps, stats = [], []
             for b in batches:
-                h, stats = speculative_decode(ar, b["target"], DecodingOptions(max_len=max_len, draft=make(b)))
+                h, s = speculative_decode(ar, b["target"], DecodingOptions(max_len=max_len, draft=make(b),
+                                                                           draft_schedule=schedule))
                 hyps += h
-                accepted += stats.accepted
-            return hyps, sum(accepted) / max(len(accepted), 1)
-        (hyps, per_pass), t = timed(go, repeats)
+                stats.append(s)
+            row_rounds = sum(len(s.accepted) for s in stats)
+            return hyps, sum(sum(s.accepted) for s in stats) / row_rounds, sum(s.verified for s in stats) / row_rounds
+        (hyps, per_pass, slots), t = timed(go, repeats)
         rows.append(dict(drafter=name, seconds=round(t, 3), speedup=round(t_plain / t, 2),
-                         tokens_per_pass=round(per_pass, 2), identical=[h.tokens for h in hyps] == [h.tokens for h in plain],
+                         tokens_per_pass=round(per_pass, 2), positions_per_pass=round(slots, 2),
+                         identical=[h.tokens for h in hyps] == [h.tokens for h in plain],
                          tokens_per_s=round(tokens / t, 1)))
     return rows
 
@@ -120,14 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load_split(corpus_splits(args.model, args.corpus)["test_unseen"])[: args.limit]
     result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, draft_k=args.draft_k,
                   device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", batches={})
-    print("| batch | drafter | s | speed-up | tokens per pass | tokens/s | identical |\n|---:|---|---:|---:|---:|---:|---|")
+    print("| batch | drafter | s | speed-up | tokens per pass | positions verified per pass | tokens/s | identical |\n"
+          "|---:|---|---:|---:|---:|---:|---:|---|")
     for batch_size in (1, 8):
         table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
                     draft_k=args.draft_k)
         result["batches"][batch_size] = table
         for r in table:
             print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "
-                  f"{r['tokens_per_s']:.0f} | {'yes' if r['identical'] else 'NO'} |", flush=True)
+                  f"{r.get('positions_per_pass', 1.0):.2f} | {r['tokens_per_s']:.0f} | {'yes' if r['identical'] else 'NO'} |", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

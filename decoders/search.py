@@ -53,6 +53,7 @@ class DecodingOptions:
     diversity: float = 0.0                 # Hamming diversity strength, must be > 0 when groups > 1
     ctc_weight: float = 0.0                # joint CTC/attention scoring (ctc_attention decoders)
     draft: Any = None                      # a drafter: speculative greedy (decoders.speculative)
+    draft_schedule: str = "constant"       # draft length per row: the drafter's k, or "heuristic" (+2 / -1)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -70,6 +71,8 @@ class DecodingOptions:
                              "set e.g. diversity=0.5")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight}")
+        if self.draft_schedule not in ("constant", "heuristic"):
+            raise ValueError(f"draft_schedule must be 'constant' or 'heuristic', got {self.draft_schedule!r}")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
             if not callable(getattr(self.draft, "propose", None)):
                 raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.speculative: MedusaHeads, "

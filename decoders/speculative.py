@@ -5,7 +5,11 @@ case): a drafter proposes ``k`` tokens per row; the decoder scores ``[last, d1..
 pass over its cached prefix; a row keeps the longest prefix of drafts equal to the decoder's own
 argmax plus the decoder's next token, so the output is exactly plain greedy's. Batched: every row has
 its own cache length (positions are written per row, attention masked per row), so rows accept
-different lengths, end at different steps and then leave the batch.
+different lengths, end at different steps and then leave the batch. Rows may draft different lengths
+(or nothing): a ragged round packs the real tokens, so the projections and MLPs, the bulk of a verify
+pass, run on them alone. ``DecodingOptions(draft_schedule="heuristic")`` adapts each row's draft length
+as transformers' assisted generation does (``num_assistant_tokens_schedule="heuristic"``: +2 after a
+fully accepted draft, -1 otherwise).
 
 Drafters:
 
@@ -63,24 +67,39 @@ class RowCache:
 
 
 def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: int | None = None,
-               span: int | None = None) -> Tensor:
+               span: int | None = None, keep: Tensor | None = None) -> Tensor:
     """Hidden states (rows, n, dim) of ``tokens`` (rows, n) at per-row positions ``pos`` (rows, n), through
     the first ``layers`` blocks (all by default); writes their keys/values into ``cache``. ``span`` (max(pos)
-    + 1, when the caller knows it) saves a device sync. Inference only."""
+    + 1, when the caller knows it) saves a device sync. Inference only.
+
+    ``keep`` (flat indices into rows * n) packs a ragged batch: the projections and MLPs run on the kept
+    tokens only, attention on the padded layout, and the result is (len(keep), dim). Padding must follow a
+    row's real tokens (what it writes into the cache lies beyond them and is overwritten before it is read)."""
     rows, n = tokens.shape
     span = int(pos.max()) + 1 if span is None else span
     if span > dec.dims.max_len:
         raise ValueError(f"position {span - 1} exceeds the decoder's max_len={dec.dims.max_len}")
     x = dec.embed(tokens) * dec.scale + dec.pos[pos].to(dec.embed.weight.dtype)
+
+    def pack(t: Tensor) -> Tensor:  # (rows, n, ...) -> (rows, n, features), or the kept tokens
+        return t.reshape(rows, n, -1) if keep is None else t.reshape(rows * n, -1).index_select(0, keep)
+
+    def unpack(t: Tensor) -> Tensor:  # the kept tokens -> (rows, n, features), zeros where padded
+        return t if keep is None else t.new_zeros(rows * n, t.shape[-1]).index_copy_(0, keep, t).view(rows, n, -1)
+
+    x = pack(x) if keep is not None else x
     mask = (torch.arange(span, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # (rows,1,n,span)
     # islice, not dec.blocks[:n]: slicing a ModuleList builds a new module every verify pass
     for i, block in enumerate(itertools.islice(dec.blocks, dec.dims.layers if layers is None else layers)):
-        a, dim = block.attn, x.shape[-1]
-        q, k, v = a.qkv(block.attn_ln(x)).view(rows, n, 3, a.heads, dim // a.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        a, c, dim = block.attn, block.cross, x.shape[-1]
+        qkv = unpack(a.qkv(block.attn_ln(x)))
+        q, k, v = qkv.view(rows, n, 3, a.heads, dim // a.heads).permute(2, 0, 3, 1, 4).unbind(0)
         cache.write(i, k, v, pos)
         o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :span], cache.v[i][:, :, :span], attn_mask=mask)
-        x = x + a.out(o.transpose(1, 2).reshape(rows, n, dim))
-        x = x + block.cross(block.cross_ln(x), mem.k[i], mem.v[i], mem.mask)
+        x = x + a.out(pack(o.transpose(1, 2)))
+        q = unpack(c.q(block.cross_ln(x))).view(rows, n, c.heads, dim // c.heads).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, mem.k[i], mem.v[i], attn_mask=mem.mask)
+        x = x + c.out(pack(o.transpose(1, 2)))
         x = x + block.fc2(F.gelu(block.fc1(block.mlp_ln(x))))
     return x
 
@@ -103,8 +122,9 @@ class DraftContext:
 class Drafter(Protocol):
     k: int
 
-    def propose(self, ctx: DraftContext) -> Tensor:
-        """(R, <= ctx.max_draft) proposed token ids following ``ctx.last``."""
+    def propose(self, ctx: DraftContext) -> Tensor | list[list[int]]:
+        """Token ids following ``ctx.last``, at most ``ctx.max_draft`` per row: a (R, width) tensor, or one
+        list per row (ragged: shorter drafts verify fewer tokens)."""
 
 
 # --- drafters ---------------------------------------------------------------------------------------
@@ -209,7 +229,6 @@ class CopyDrafter:
         self.refs, self.tok, self.k = list(references), tokenizer, k
         self.min_match, self.max_match = min_match, max_match
         self.cursor = [0] * len(self.refs)
-        self.pad_id = tokenizer.pad_id if tokenizer is not None else 0
 
     @classmethod
     def from_hypotheses(cls, hyps: Sequence[Hypothesis], source_tokenizer, target_tokenizer, **kw) -> "CopyDrafter":
@@ -238,16 +257,12 @@ class CopyDrafter:
         """A reference continuation -> target ids."""
         return self.tok.encode(text, strict=False)
 
-    def propose(self, ctx: DraftContext) -> Tensor:
+    def propose(self, ctx: DraftContext) -> list[list[int]]:
         if len(self.refs) < int(ctx.rows.max()) + 1:
             raise ValueError(f"{type(self).__name__} has {len(self.refs)} references but the batch has more rows; "
                              "give one reference per row")
         width = min(self.k, ctx.max_draft)
-        out = ctx.last.new_full((ctx.rows.numel(), width), self.pad_id)
-        for i, row in enumerate(ctx.rows.tolist()):
-            ids = self.ids(self.continuation(row, self.text(ctx.generated[row])))[:width]
-            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return out
+        return [self.ids(self.continuation(row, self.text(ctx.generated[row])))[:width] for row in ctx.rows.tolist()]
 
 
 class TokenCopyDrafter(CopyDrafter):
@@ -257,10 +272,8 @@ class TokenCopyDrafter(CopyDrafter):
 
     fold_case = False
 
-    def __init__(self, references: Sequence[Sequence[int]], k: int = 8, min_match: int = 2, max_match: int = 12,
-                 pad_id: int = 0):
+    def __init__(self, references: Sequence[Sequence[int]], k: int = 8, min_match: int = 2, max_match: int = 12):
         super().__init__([self.text(list(r)) for r in references], None, k, min_match, max_match)
-        self.pad_id = pad_id
 
     @classmethod
     def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> TokenCopyDrafter:
@@ -278,6 +291,7 @@ class TokenCopyDrafter(CopyDrafter):
 class SpecStats:
     rounds: int = 0                  # verification passes (plus one prefix pass)
     accepted: list[int] = field(default_factory=list)  # tokens gained per row and round (accepted drafts + 1)
+    verified: int = 0                # token positions the verify passes ran through the decoder (packed)
 
     @property
     def mean_accepted(self) -> float:
@@ -303,9 +317,10 @@ class SpeculativeGreedy:
         sums = logp.gather(1, first[:, None]).squeeze(1).tolist()
         done = [o[0] == eos or max_new == 1 for o in out]
         # bookkeeping on the host (one list per active row), so a round syncs with the device once
-        rows, lengths, count = list(range(batch)), [plen] * batch, [1] * batch
-        last, hidden = first, x[:, -1]
-        always, min_len = self.filter.always, opts.min_len
+        k = getattr(self.drafter, "k", 1)
+        rows, lengths, count, caps = list(range(batch)), [plen] * batch, [1] * batch, [k] * batch
+        last, hidden = [o[0] for o in out], x[:, -1]
+        always, min_len, adaptive = self.filter.always, opts.min_len, opts.draft_schedule == "heuristic"
         self.stats.rounds = 1
         while True:
             live = [i for i, row in enumerate(rows) if not done[row]]
@@ -313,52 +328,61 @@ class SpeculativeGreedy:
                 break
             if len(live) < len(rows):
                 idx = torch.tensor(live, device=device)
-                rows, lengths, count = ([v[i] for i in live] for v in (rows, lengths, count))
-                last, hidden = last.index_select(0, idx), hidden.index_select(0, idx)
-                mem = mem.select(idx)
+                rows, lengths, count, caps, last = ([v[i] for i in live] for v in (rows, lengths, count, caps, last))
+                hidden, mem = hidden.index_select(0, idx), mem.select(idx)
                 cache.select(idx)
             lengths_t = torch.tensor(lengths, device=device)
             budget = min(max_new - min(count) - 1, d.max_len - 1 - max(lengths))
-            drafts = last.new_zeros(len(rows), 0)
-            if budget > 0 and getattr(self.drafter, "k", 1) > 0:
-                rows_t = torch.tensor(rows, device=device)
-                ctx = DraftContext(dec, mem, cache, rows_t, lengths_t, last, hidden, out, budget)
-                drafts = self.drafter.propose(ctx)[:, :budget].long()
-            draft_list = drafts.tolist()
-            inp = torch.cat([last[:, None], drafts.to(device)], 1)
-            n = inp.shape[1]
+            drafts = [[] for _ in rows]
+            if budget > 0 and k > 0:
+                ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t,
+                                   torch.tensor(last, device=device), hidden, out, budget)
+                proposed = self.drafter.propose(ctx)
+                proposed = proposed.tolist() if isinstance(proposed, Tensor) else proposed
+                drafts = [list(p[: min(budget, cap)]) for p, cap in zip(proposed, caps)]
+            sizes = [1 + len(p) for p in drafts]
+            n = max(sizes)
+            inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(last, drafts, sizes)], device=device)
+            if sum(sizes) < 0.9 * n * len(rows):  # ragged enough: pack the real tokens for the products
+                offsets = list(itertools.accumulate(sizes, initial=0))
+                keep = torch.tensor([i * n + j for i, s in enumerate(sizes) for j in range(s)], device=device)
+            else:
+                offsets, keep, sizes = [i * n for i in range(len(rows) + 1)], None, [n] * len(rows)
             x = run_layers(dec, inp, mem, cache, lengths_t[:, None] + torch.arange(n, device=device),
-                           span=max(lengths) + n)
-            logp = dec.logits(x).float().log_softmax(-1)
+                           span=max(lengths) + n, keep=keep).reshape(offsets[-1], -1)
+            logp = dec.logits(x).float().log_softmax(-1)                    # (tokens, V)
             if always.numel():
-                logp[:, :, always] = float("-inf")
+                logp[:, always] = float("-inf")
             if min_len > 0:
-                steps = torch.tensor(count, device=device)[:, None] + torch.arange(n, device=device)
-                logp[..., eos] = logp[..., eos].masked_fill(steps < min_len, float("-inf"))
-            greedy = logp.argmax(-1)                                        # (R, n)
-            lps = logp.gather(2, greedy[..., None]).squeeze(-1)
+                steps = torch.tensor([c + j for c, s in zip(count, sizes) for j in range(s)], device=device)
+                logp[:, eos] = logp[:, eos].masked_fill(steps < min_len, float("-inf"))
+            greedy = logp.argmax(-1)
+            lps = logp.gather(1, greedy[:, None]).squeeze(1)
             self.stats.rounds += 1
-            g_list, lp_list = greedy.tolist(), lps.tolist()
-            accepted = []
+            self.stats.verified += offsets[-1]
+            g_all, lp_all = greedy.tolist(), lps.tolist()
+            picks = []
             for i, row in enumerate(rows):
+                g, lp, p = g_all[offsets[i]: offsets[i] + sizes[i]], lp_all[offsets[i]: offsets[i] + sizes[i]], drafts[i]
                 a = 0  # drafts equal to greedy's own tokens, from the first on
-                while a < n - 1 and draft_list[i][a] == g_list[i][a]:
+                while a < len(p) and p[a] == g[a]:
                     a += 1
-                accepted.append(a)
+                if adaptive and p:  # transformers' "heuristic" schedule: +2 after a full accept, else -1
+                    caps[i] = min(k, caps[i] + 2) if a == len(p) else max(1, caps[i] - 1)
+                picks.append(offsets[i] + a)
                 take = min(a + 1, max_new - count[i])
-                new = g_list[i][:take]
+                new = g[:take]
                 if eos in new:
                     take = new.index(eos) + 1
                     new, done[row] = new[:take], True
                 out[row] += new
-                sums[row] += sum(lp_list[i][:take])
+                sums[row] += sum(lp[:take])
                 done[row] = done[row] or len(out[row]) >= max_new
                 self.stats.accepted.append(take)
                 lengths[i] += a + 1
                 count[i] += a + 1
-            at = torch.tensor(accepted, device=device)
-            pick = torch.arange(len(rows), device=device)
-            last, hidden = greedy[pick, at], x[pick, at]
+                last[i] = g[a]
+            hidden = x.index_select(0, torch.tensor(picks, device=device))
         from decoders.search import length_norm
 
         hyps = []

@@ -75,6 +75,15 @@ class NoisyOracle:
         return torch.where(bad, torch.randint(0, VOCAB, drafts.shape, generator=self.g), drafts)
 
 
+class RaggedOracle(NoisyOracle):
+    """Rows draft different lengths (some none at all), as lists: the verify pass packs them."""
+
+    def propose(self, ctx):
+        drafts = super().propose(ctx).tolist()
+        widths = torch.randint(0, self.k + 1, (len(drafts),), generator=self.g).tolist()
+        return [d[:w] for d, w in zip(drafts, widths)]
+
+
 def perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -90,17 +99,18 @@ def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 8]), kind=st.sampled_from(
-    ["random", "oracle", "medusa", "early_exit"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
-    max_len=st.integers(1, 24))
-def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len):
+    ["random", "oracle", "ragged", "medusa", "early_exit"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
+    max_len=st.integers(1, 24), schedule=st.sampled_from(["constant", "heuristic"]))
+def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule):
     dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
     base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else ())
     plain = dec.decode(mem, DecodingOptions(**base))
     drafter = {"random": lambda: RandomDrafter(seed, k),
                "oracle": lambda: NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
+               "ragged": lambda: RaggedOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
                "medusa": lambda: perturb(MedusaHeads(dec, k), seed),
                "early_exit": lambda: perturb(EarlyExitDrafter(dec, 1 + seed % 2, k), seed)}[kind]()
-    spec = dec.decode(mem, DecodingOptions(**base, draft=drafter))
+    spec = dec.decode(mem, DecodingOptions(**base, draft=drafter, draft_schedule=schedule))
     assert_same(plain, spec)
 
 
@@ -118,6 +128,23 @@ def test_rows_accept_different_lengths_and_end_at_different_steps():
         max_len=30, draft=NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, 0, 5, 0.0)))
     assert_same(plain, perfect)
     assert stats.mean_accepted > 3
+
+
+def test_ragged_drafts_are_packed_and_the_heuristic_schedule_shortens_rejected_drafts():
+    dec, mem = random_decoder(4), random_memory(4, 8)
+    plain = dec.decode(mem, DecodingOptions(max_len=30))
+    truth = [h.tokens for h in plain]
+    runs = {}
+    for name, drafter, schedule in [("full", NoisyOracle(truth, dec.dims.eos_id, 1, 6, 0.3), "constant"),
+                                    ("ragged", RaggedOracle(truth, dec.dims.eos_id, 1, 6, 0.3), "constant"),
+                                    ("heuristic", NoisyOracle(truth, dec.dims.eos_id, 1, 6, 0.3), "heuristic")]:
+        spec, stats = speculative_decode(dec, mem, DecodingOptions(max_len=30, draft=drafter, draft_schedule=schedule))
+        assert_same(plain, spec)
+        runs[name] = stats
+    slots = {k: v.verified / len(v.accepted) for k, v in runs.items()}  # positions run per row and round
+    assert 6 < slots["full"] <= 7, slots                                # rectangular: 1 + 6 (less near the end)
+    assert slots["ragged"] < 0.8 * slots["full"], slots                 # short and empty drafts cost less
+    assert slots["heuristic"] < 0.8 * slots["full"], slots              # 30% bad drafts: caps fall below 6
 
 
 def test_copy_drafter_maps_through_text():
