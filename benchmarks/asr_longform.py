@@ -41,8 +41,15 @@ def worker(args) -> None:
     model = ZooModel.from_pretrained(args.model)
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
+    lm = None
+    if args.lm_weight > 0:
+        from recipes.asr_subtitle.evaluate import LM_FILE
+        from zoo.lm import NGramLM
+
+        lm = NGramLM.load(Path(args.model) / LM_FILE)
+    opts = LongFormOptions(redecode=not args.one_pass, lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
     with torch.inference_mode():
-        written = transcribe(model, audio, args.out, formats=("srt",), opts=LongFormOptions(redecode=not args.one_pass))
+        written = transcribe(model, audio, args.out, formats=("srt",), opts=opts, lm=lm)
     seconds = time.perf_counter() - start
     cues = parse_srt(written["verbatim"][0].read_text())
     duration = info["segments"][-1]["end"]
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-asr-longform"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one-pass", action="store_true", help="skip the second pass over each segment")
+    parser.add_argument("--lm-weight", type=float, default=0.0, help="second pass fused with the model's verbatim_lm.json")
+    parser.add_argument("--insertion-bonus", type=float, default=0.0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = build_longform(root, minutes=minutes)
         out = subprocess.run([sys.executable, __file__, "--worker", "--model", args.model, "--reference",
                               str(reference), "--threads", str(args.threads), *(["--one-pass"] * args.one_pass),
+                              "--lm-weight", str(args.lm_weight), "--insertion-bonus", str(args.insertion_bonus),
                               "--out", str(args.workdir / f"{minutes:g}min")],
                              check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     print(f"peak RSS at {rows[-1]['minutes']:.0f} min / at {rows[0]['minutes']:.0f} min: {growth:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(model=args.model, threads=args.threads, one_pass=args.one_pass, rows=rows, rss_growth=growth), indent=1))
+    args.out.write_text(json.dumps(dict(model=args.model, threads=args.threads, one_pass=args.one_pass,
+                                        lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus, rows=rows,
+                                        rss_growth=growth), indent=1))
     print(f"wrote {args.out}")
     return 0
 

@@ -3,6 +3,7 @@ long-form helpers (streamed reads, word timing, segmentation) behave."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -14,7 +15,9 @@ from recipes.asr_subtitle.transcribe import (
     ctc_words,
     redecode_segments,
     segment_batches,
+    span_words,
     split_segments,
+    transcribe,
 )
 from zoo import ZooModel, create_model
 from zoo.subtitles import Word
@@ -175,9 +178,9 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
     first = [[Word("a", 0.5, 1.5)], [Word("b", 2.0, 2.4), Word("c", 2.6, 3.0)], [Word("d", 3.5, 5.9)]]
     opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2)
     second = redecode_segments(model, source, first, "verbatim", opts)
-    assert second[2] == first[2]  # 2.4 s > max_segment_s
-    head = model.decoders["verbatim"]
-    for seg, got in zip(first[:2], second[:2]):
+    assert second[-1] == first[2]  # 2.4 s > max_segment_s
+    head, expected = model.decoders["verbatim"], []
+    for seg in first[:2]:
         lo = int((seg[0].start - 0.2) * 16000)
         clip = wav[lo: int((seg[-1].end + 0.2) * 16000)]
         with torch.no_grad():
@@ -185,9 +188,44 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
                                   ["acoustic"]).argmax(-1)[0].numpy()
         alone = ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
         assert alone, "the random model emits characters on this noise"
-        shift = lo / 16000
-        assert [w.text for w in got] == [w.text for w in alone]
-        assert all(abs(g.start - (w.start + shift)) < 1e-6 for g, w in zip(got, alone))
+        expected += [Word(w.text, w.start + lo / 16000, w.end + lo / 16000) for w in alone]
+    got = [w for piece in second[:-1] for w in piece]
+    assert [w.text for w in got] == [w.text for w in expected]
+    assert all(abs(g.start - w.start) < 1e-6 and abs(g.end - w.end) < 1e-6 for g, w in zip(got, expected))
+    for piece in second[:-1]:  # split again at the pauses the second pass found
+        assert all(b.start - a.end <= opts.max_pause_s for a, b in zip(piece, piece[1:]))
+
+
+def test_span_words_split_at_spaces_and_pauses_and_the_lm_fused_second_pass_keeps_its_words(tmp_path):
+    from zoo.lm import NGramLM
+
+    tok = CharTokenizer(list("abc "))
+    ids = tok.encode("ab c")
+    spans = [(0.0, 0.04), (0.08, 0.12), (0.2, 0.24), (0.3, 0.34)]
+    assert [(w.text, w.start, w.end) for w in span_words(ids, spans, tok)] == [("ab", 0.0, 0.12), ("c", 0.3, 0.34)]
+    gapped = [(0.0, 0.04), (0.6, 0.64), (0.7, 0.74), (0.8, 0.84)]
+    assert [w.text for w in span_words(ids, gapped, tok, max_gap_s=0.3)] == ["a", "b", "c"]
+
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 4).astype(np.float32) * 0.1)
+    source, first = AudioSource(wav, 16000, 16000), [[Word("a", 0.5, 3.0)]]
+    tokenizer = model.tokenizer("verbatim")
+    lm = NGramLM.train([tokenizer.encode(r["text_verbatim"]) for r in rows], tokenizer.vocab_size, 3)
+    opts = LongFormOptions(segment_pad_s=0.2, lm_weight=0.5, insertion_bonus=1.0, ctc_beam=4)
+    fused = redecode_segments(model, source, first, "verbatim", opts, lm)
+    clip = wav[int(0.3 * 16000): int(3.2 * 16000)]
+    with torch.no_grad():
+        feats = model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})["acoustic"]
+        from decoders.ctc import CTCDecodingOptions
+
+        hyp = model.decoders["verbatim"].decode(feats, CTCDecodingOptions(beam_size=4, lm=lm, lm_weight=0.5,
+                                                                           insertion_bonus=1.0))[0]
+    assert " ".join(w.text for piece in fused for w in piece).split() == tokenizer.decode(hyp.tokens).split()
+    with pytest.raises(ValueError, match="lm="):
+        transcribe(model, wav, tmp_path, opts=opts)
 
 
 def test_segment_batches_keep_order_and_a_first_pass_batch_of_audio_at_most():
@@ -246,8 +284,6 @@ def test_pad_noise_surrounds_the_utterance_with_its_own_background(tmp_path):
 
 def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, capsys):
     import json
-
-    import pytest
 
     from recipes.asr_subtitle.corpus import MANIFEST_SCHEMA
     from recipes.asr_subtitle.evaluate import main as evaluate

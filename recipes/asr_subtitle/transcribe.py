@@ -42,6 +42,9 @@ class LongFormOptions:
     redecode: bool = True        # second CTC pass on each segment's own audio (redecode_segments)
     max_segment_s: float = 30.0  # speech without pauses is cut into segments of at most this length
     width_step_s: float = 1.0    # segment batches are padded to a multiple of this: few distinct shapes
+    lm_weight: float = 0.0       # > 0: the second pass is CTC prefix beam search fused with ``lm`` (transcribe)
+    insertion_bonus: float = 0.0
+    ctc_beam: int = 8
 
 
 class AudioSource:
@@ -184,6 +187,26 @@ def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap
     return words
 
 
+def span_words(tokens: Sequence[int], spans: Sequence[tuple[float, float]], tokenizer,
+               max_gap_s: float | None = None) -> list[Word]:
+    """Words from tokens with (start, end) seconds each (a beam-search hypothesis, Viterbi-aligned), split at
+    spaces and, as :func:`ctc_words` does, at pauses longer than ``max_gap_s``."""
+    space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
+    words, chars, start, end = [], [], None, None
+    for tok, (t0, t1) in zip(tokens, spans):
+        if tok == space or (chars and max_gap_s is not None and t0 - end > max_gap_s):
+            if chars:
+                words.append(Word(tokenizer.decode(chars), start, end))
+            chars, start = [], None
+        if tok != space:
+            chars.append(tok)
+            start = t0 if start is None else start
+            end = t1
+    if chars:
+        words.append(Word(tokenizer.decode(chars), start, end))
+    return words
+
+
 def split_segments(words: Sequence[Word], max_pause_s: float,
                    max_segment_s: float = float("inf")) -> list[list[Word]]:
     """Consecutive words grouped at pauses longer than ``max_pause_s``; a segment that would outgrow
@@ -231,27 +254,39 @@ def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opt
 
 @torch.no_grad()
 def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "verbatim",
-                      opts: LongFormOptions = LongFormOptions()) -> list[list[Word]]:
-    """Second pass: greedy CTC over each pause-delimited segment's own audio, word times shifted to the
-    file. Segments longer than ``max_segment_s`` (one long word) or that come back empty keep their
-    first-pass words."""
+                      opts: LongFormOptions = LongFormOptions(), lm=None) -> list[list[Word]]:
+    """Second pass: CTC over each pause-delimited segment's own audio, word times shifted to the file —
+    greedy, or with ``lm`` and ``opts.lm_weight > 0`` prefix beam search fused with the LM, its words timed
+    by Viterbi alignment. A segment is split again at the pauses this pass finds (the first pass over a
+    window of several utterances often emits characters across the pause between them). Segments longer
+    than ``max_segment_s`` (one long word) or that come back empty keep their first-pass words."""
+    from decoders.ctc import CTCDecodingOptions
+
     ctc, shift, encoder = _ctc_branch(model, head)
     device = next(model.parameters()).device
     tokenizer = model.tokenizer(head)
-    out = [list(seg) for seg in segments]
+    fused = lm is not None and opts.lm_weight > 0
+    beam = CTCDecodingOptions(beam_size=opts.ctc_beam, lm=lm, lm_weight=opts.lm_weight,
+                              insertion_bonus=opts.insertion_bonus, frame_shift_s=shift) if fused else None
+    out = [[list(seg)] for seg in segments]
     todo = [i for i, seg in enumerate(segments) if seg[-1].end - seg[0].start <= opts.max_segment_s]
     targets = iter(todo)
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
         batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
         feats = model.encode(batch, needed={encoder})[encoder]
-        paths = ctc.log_probs(feats).argmax(-1).cpu()
-        frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
-        for first, path, n, target in zip(firsts, paths, frames, targets):
+        if fused:
+            decoded = [span_words(h.tokens, h.timestamps, tokenizer, opts.max_pause_s) for h in ctc.decode(feats, beam)]
+        else:
+            paths = ctc.log_probs(feats).argmax(-1).cpu()
+            frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
+            decoded = [ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
+                       for path, n in zip(paths, frames)]
+        for first, words, target in zip(firsts, decoded, targets):
             offset = first / source.sample_rate
-            words = ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
             if words:
-                out[target] = [Word(w.text, w.start + offset, w.end + offset) for w in words]
-    return out
+                words = [Word(w.text, w.start + offset, w.end + offset) for w in words]
+                out[target] = split_segments(words, opts.max_pause_s, opts.max_segment_s)
+    return [piece for pieces in out for piece in pieces]
 
 
 @torch.no_grad()
@@ -272,8 +307,13 @@ def subtitle_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
 
 def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt",), name: str | None = None,
                cue_options: CueOptions = CueOptions(), opts: LongFormOptions = LongFormOptions(),
-               audio_sample_rate: int | None = None, plot: bool = False) -> dict[str, list[Path]]:
-    """Write ``<name>.verbatim.<fmt>`` and, when the model has a subtitle head, ``<name>.subtitle.<fmt>``."""
+               audio_sample_rate: int | None = None, plot: bool = False, lm=None) -> dict[str, list[Path]]:
+    """Write ``<name>.verbatim.<fmt>`` and, when the model has a subtitle head, ``<name>.subtitle.<fmt>``.
+    ``lm`` (e.g. the model folder's ``verbatim_lm.json``) with ``opts.lm_weight > 0`` fuses it into the
+    second pass."""
+    if opts.lm_weight > 0 and (lm is None or not opts.redecode):
+        raise ValueError("lm_weight > 0 fuses an LM into the second pass: pass lm= (zoo.lm.NGramLM.load("
+                         "'<model>/verbatim_lm.json')) and keep redecode=True")
     if "verbatim" not in model.decoders or model.spec_decoders["verbatim"]["type"] != "ctc":
         raise ValueError("long-form transcription needs a CTC 'verbatim' head for timing; "
                          f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}. "
@@ -286,7 +326,7 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     words = ctc_words(path, shift, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
     segments = split_segments(words, opts.max_pause_s, opts.max_segment_s)
     if opts.redecode:
-        segments = redecode_segments(model, source, segments, "verbatim", opts)
+        segments = redecode_segments(model, source, segments, "verbatim", opts, lm)
         words = [w for seg in segments for w in seg]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,10 +368,21 @@ def main(args) -> int:
     for audio in args.audio:  # fail before the model loads
         if not Path(audio).is_file():
             raise FileNotFoundError(f"{audio}: no such audio file; check the path")
+    lm = None
+    if args.lm_weight > 0:
+        from recipes.asr_subtitle.evaluate import LM_FILE
+        from zoo.lm import NGramLM
+
+        path = Path(args.model) / LM_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"--lm-weight needs the model folder's {LM_FILE} ({path} is missing); build it with "
+                                    f"`zoo eval asr_subtitle --model {args.model} --lm-weight 0.6`")
+        lm = NGramLM.load(path)
     model = ZooModel.from_pretrained(args.model).to(device)
-    opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass)
+    opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass,
+                           lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
     for audio in args.audio:
-        written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot)
+        written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot, lm=lm)
         for track, paths in written.items():
             for p in paths:
                 print(f"{track:>9}: {p}")
@@ -349,6 +400,9 @@ def add_arguments(p) -> None:
     p.add_argument("--context", type=float, default=2.0, help="seconds of context on each side")
     p.add_argument("--one-pass", action="store_true", help="keep the windowed CTC pass's words (skip decoding "
                    "each pause-delimited segment again on its own audio)")
+    p.add_argument("--lm-weight", type=float, default=0.0, help="fuse the model folder's verbatim_lm.json into the "
+                   "second pass (CTC prefix beam search, words timed by Viterbi alignment); 0: greedy")
+    p.add_argument("--insertion-bonus", type=float, default=0.0, help="per-token bonus with --lm-weight")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
 
