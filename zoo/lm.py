@@ -25,6 +25,8 @@ BOS = -1  # a context-only symbol, never predicted
 class NGramLM:
     """Interpolated Kneser-Ney n-gram over token ids; ``discount`` is KN's absolute discount D."""
 
+    cache_size = 200_000  # memoised probabilities kept at most (cleared when full)
+
     def __init__(self, order: int = 6, vocab_size: int = 0, discount: float = 0.75):
         if order < 1:
             raise ValueError(f"order={order}: an n-gram model needs order >= 1")
@@ -74,6 +76,8 @@ class NGramLM:
         else:
             total = self.totals[n][context]
             p = (max(nexts.get(token, 0) - self.discount, 0.0) + self.discount * len(nexts) * lower) / total
+        if len(self._cache) >= self.cache_size:  # bounded: long-form decoding must not grow memory with length
+            self._cache.clear()
         self._cache[key] = p
         return p
 
