@@ -87,7 +87,7 @@ def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: i
     def unpack(t: Tensor) -> Tensor:  # the kept tokens -> (rows, n, features), zeros where padded
         return t if keep is None else t.new_zeros(rows * n, t.shape[-1]).index_copy_(0, keep, t).view(rows, n, -1)
 
-    x = pack(x) if keep is not None else x
+    x = pack(x)
     mask = (torch.arange(span, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # (rows,1,n,span)
     # islice, not dec.blocks[:n]: slicing a ModuleList builds a new module every verify pass
     for i, block in enumerate(itertools.islice(dec.blocks, dec.dims.layers if layers is None else layers)):
