@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from decoders.drafters import CopyDrafter, EarlyExitDrafter, MedusaHeads, train_drafter
 from decoders.search import DecodingOptions
-from decoders.speculative import CopyDrafter, EarlyExitDrafter, MedusaHeads, speculative_decode, train_drafter
+from decoders.speculative import speculative_decode
 from decoders.transformer_decoder import transformer_decoder
 from zoo.contract import Features, Hypothesis
 from zoo.tokenizers import CharTokenizer

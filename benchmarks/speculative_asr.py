@@ -55,8 +55,9 @@ def heads(model, target: str) -> tuple:
 @torch.inference_mode()
 def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3,
         draft_k: int = 8) -> list[dict]:
+    from decoders.drafters import CopyDrafter, TokenCopyDrafter
     from decoders.search import DecodingOptions, decode
-    from decoders.speculative import CopyDrafter, TokenCopyDrafter, speculative_decode
+    from decoders.speculative import speculative_decode
 
     ar, ctc, vtok, ttok = heads(model, target)
     plain, t_plain = timed(lambda: [h for b in batches for h in decode(ar, b["target"], DecodingOptions(max_len=max_len))],

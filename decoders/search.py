@@ -75,7 +75,7 @@ class DecodingOptions:
             raise ValueError(f"draft_schedule must be 'constant' or 'heuristic', got {self.draft_schedule!r}")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
             if not callable(getattr(self.draft, "propose", None)):
-                raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.speculative: MedusaHeads, "
+                raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.drafters: MedusaHeads, "
                                  f"EarlyExitDrafter, CopyDrafter), got {type(self.draft).__name__}")
             if self.beam_size > 1 or self.temperature > 0 or self.compile or not self.use_cache:
                 raise ValueError("draft (speculative decoding) is greedy only: set beam_size=1, temperature=0, "

@@ -11,22 +11,8 @@ pass, run on them alone. ``DecodingOptions(draft_schedule="heuristic")`` adapts 
 as transformers' assisted generation does (``num_assistant_tokens_schedule="heuristic"``: +2 after a
 fully accepted draft, -1 otherwise).
 
-Drafters:
-
-- :class:`MedusaHeads` (Cai et al., 2024, "Medusa", §2.1.1 and §2.2 Medusa-1): K residual heads on the
-  frozen decoder's last hidden state, head i predicting the token i+1 places after the next one;
-  their drafts for the next round come out of this round's verification pass for free.
-- :class:`EarlyExitDrafter` (Liu et al., 2024, "Kangaroo", §3.1-3.2): the decoder's first layers plus
-  a small adapter and the shared LayerNorm + output projection; drafting stops early when every row's
-  confidence drops below ``stop_below`` (Kangaroo's second early exit). Kangaroo's adapter is one
-  attention layer; ours is a residual MLP, so the drafter needs no cache beyond the shallow layers
-  it shares with the decoder (verification overwrites them).
-- :class:`CopyDrafter` (Dumitru et al., 2024, "CopySpec", §3): find the last generated characters in a
-  reference text of the same input (e.g. the verbatim hypothesis when decoding the subtitle) and
-  propose what followed them. Token ids of the two heads differ, so it maps through text: the
-  reference is decoded with its tokenizer, the continuation encoded with the target's.
-  :class:`TokenCopyDrafter` copies token ids directly when both share a vocabulary (a hybrid model's
-  CTC branch drafting its attention decoder).
+Drafters (``decoders.drafters``): Medusa-1 heads, a Kangaroo-style early exit and CopySpec copying from
+another head's text; anything with ``k`` and ``propose(ctx)`` drafts.
 
 ``decode(decoder, memory, DecodingOptions(draft=drafter))`` routes greedy decoding here;
 :func:`speculative_decode` also returns acceptance statistics.
@@ -35,16 +21,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.contract import Features, Hypothesis
+from zoo.contract import Hypothesis
 
-__all__ = ["CopyDrafter", "DraftContext", "Drafter", "EarlyExitDrafter", "MedusaHeads", "RowCache",
-           "SpeculativeGreedy", "TokenCopyDrafter", "speculative_decode", "teacher_hidden", "train_drafter"]
+__all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "run_layers", "speculative_decode"]
 
 
 class RowCache:
@@ -125,165 +110,6 @@ class Drafter(Protocol):
     def propose(self, ctx: DraftContext) -> Tensor | list[list[int]]:
         """Token ids following ``ctx.last``, at most ``ctx.max_draft`` per row: a (R, width) tensor, or one
         list per row (ragged: shorter drafts verify fewer tokens)."""
-
-
-# --- drafters ---------------------------------------------------------------------------------------
-class ResBlock(nn.Module):
-    """Medusa's head block: x + SiLU(W x + b), W zero-initialised so a fresh head copies the decoder."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + F.silu(self.linear(x))
-
-
-class MedusaHeads(nn.Module):
-    """Medusa-1 heads on a frozen decoder: head i (0-based) predicts the token i+2 places after the
-    hidden state's position (the decoder itself predicts i=-1). Each head: residual blocks + its own
-    output projection initialised from the decoder's (Cai et al., 2024, §2.1.1)."""
-
-    def __init__(self, decoder: nn.Module, heads: int = 4, layers: int = 1):
-        super().__init__()
-        d = decoder.dims
-        if heads < 1:
-            raise ValueError(f"heads must be >= 1, got {heads}")
-        self.k, self.dim, self.vocab = heads, d.dim, d.vocab_size
-        w = decoder.embed.weight if decoder.head is None else decoder.head.weight
-        self.blocks = nn.ModuleList(nn.Sequential(*[ResBlock(d.dim) for _ in range(layers)]) for _ in range(heads))
-        self.out = nn.ModuleList(nn.Linear(d.dim, d.vocab_size, bias=False) for _ in range(heads))
-        with torch.no_grad():
-            for lin in self.out:
-                lin.weight.copy_(w)
-
-    def forward(self, decoder: nn.Module, hidden: Tensor) -> Tensor:
-        """hidden (..., dim) before the decoder's final LayerNorm -> logits (..., heads, vocab)."""
-        h = decoder.ln(hidden)
-        return torch.stack([out(block(h)) for block, out in zip(self.blocks, self.out)], -2)
-
-    @torch.no_grad()
-    def propose(self, ctx: DraftContext) -> Tensor:
-        return self(ctx.decoder, ctx.hidden)[:, : ctx.max_draft].argmax(-1)
-
-    def loss(self, decoder: nn.Module, memory, targets: dict[str, Tensor]) -> Tensor:
-        hidden, labels, _ = teacher_hidden(decoder, memory, targets)
-        logits = self(decoder, hidden[-1])                   # (B, L, K, V)
-        losses = []
-        for i in range(self.k):
-            shifted = F.pad(labels[:, i + 1:], (0, i + 1), value=-100)  # head i at p predicts labels[p + i + 1]
-            losses.append(F.cross_entropy(logits[:, :, i].flatten(0, 1).float(), shifted.flatten(), ignore_index=-100))
-        return torch.stack(losses).mean()
-
-
-class EarlyExitDrafter(nn.Module):
-    """Kangaroo self-draft: the decoder's first ``exit_layer`` blocks + adapter + shared LN/projection."""
-
-    def __init__(self, decoder: nn.Module, exit_layer: int = 1, k: int = 4, stop_below: float = 0.0):
-        super().__init__()
-        d = decoder.dims
-        if not 1 <= exit_layer < d.layers:
-            raise ValueError(f"exit_layer must lie in [1, {d.layers - 1}] for a {d.layers}-layer decoder, got {exit_layer}")
-        self.exit_layer, self.k, self.stop_below = exit_layer, k, stop_below
-        self.ln = nn.LayerNorm(d.dim, eps=d.eps)
-        self.fc1, self.fc2 = nn.Linear(d.dim, d.dim), nn.Linear(d.dim, d.dim)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
-
-    def adapt(self, x: Tensor) -> Tensor:
-        return x + self.fc2(F.gelu(self.fc1(self.ln(x))))
-
-    @torch.no_grad()
-    def propose(self, ctx: DraftContext) -> Tensor:
-        dec, tok, out = ctx.decoder, ctx.last, []
-        for j in range(min(self.k, ctx.max_draft)):
-            x = run_layers(dec, tok[:, None], ctx.mem, ctx.cache, ctx.lengths[:, None] + j, self.exit_layer)
-            probs = dec.logits(self.adapt(x[:, -1])).float().softmax(-1)
-            conf, tok = probs.max(-1)
-            out.append(tok)
-            if bool((conf < self.stop_below).all()):
-                break
-        return torch.stack(out, 1) if out else ctx.last.new_zeros(ctx.last.shape[0], 0)
-
-    def loss(self, decoder: nn.Module, memory, targets: dict[str, Tensor]) -> Tensor:
-        """Kangaroo §3.2: the draft's cross-entropy against the full decoder's distribution, less that
-        distribution's entropy (a constant), i.e. KL(full || draft): zero when the draft matches."""
-        hidden, labels, final = teacher_hidden(decoder, memory, targets)
-        draft = decoder.logits(self.adapt(hidden[self.exit_layer - 1])).float().log_softmax(-1)
-        full = final.float().log_softmax(-1)
-        return (full.exp() * (full - draft)).sum(-1)[labels != -100].mean()
-
-
-class CopyDrafter:
-    """CopySpec drafts from a reference text per row: the last ``max_match``..``min_match`` generated
-    characters are searched in the reference (case-insensitively, from the last match on, then
-    anywhere) and the text after them is encoded with ``tokenizer`` (the target head's)."""
-
-    fold_case = True  # match case-insensitively (the subtitle re-cases the verbatim text)
-
-    def __init__(self, references: Sequence[str], tokenizer, k: int = 8, min_match: int = 2, max_match: int = 12):
-        if not 1 <= min_match <= max_match:
-            raise ValueError(f"need 1 <= min_match <= max_match, got {min_match}, {max_match}")
-        self.refs, self.tok, self.k = list(references), tokenizer, k
-        self.min_match, self.max_match = min_match, max_match
-        self.cursor = [0] * len(self.refs)
-
-    @classmethod
-    def from_hypotheses(cls, hyps: Sequence[Hypothesis], source_tokenizer, target_tokenizer, **kw) -> "CopyDrafter":
-        """References from another head's hypotheses, decoded with that head's tokenizer."""
-        return cls([source_tokenizer.decode(h.tokens) for h in hyps], target_tokenizer, **kw)
-
-    def continuation(self, row: int, text: str) -> str:
-        ref = self.refs[row]
-        low, text = (ref.lower(), text.lower()) if self.fold_case else (ref, text)
-        if not text:
-            return ref
-        for m in range(min(self.max_match, len(text)), self.min_match - 1, -1):
-            suffix = text[-m:]
-            at = low.find(suffix, self.cursor[row])
-            at = low.find(suffix) if at < 0 else at
-            if at >= 0:
-                self.cursor[row] = at + m
-                return ref[at + m: at + m + 4 * self.k]
-        return ""
-
-    def text(self, ids: list[int]) -> str:
-        """Generated target ids -> the text matched against the reference."""
-        return self.tok.decode(ids)
-
-    def ids(self, text: str) -> list[int]:
-        """A reference continuation -> target ids."""
-        return self.tok.encode(text, strict=False)
-
-    def propose(self, ctx: DraftContext) -> list[list[int]]:
-        if len(self.refs) < int(ctx.rows.max()) + 1:
-            raise ValueError(f"{type(self).__name__} has {len(self.refs)} references but the batch has more rows; "
-                             "give one reference per row")
-        width = min(self.k, ctx.max_draft)
-        return [self.ids(self.continuation(row, self.text(ctx.generated[row])))[:width] for row in ctx.rows.tolist()]
-
-
-class TokenCopyDrafter(CopyDrafter):
-    """:class:`CopyDrafter` for a reference in the target decoder's own vocabulary (a hybrid model's CTC
-    hypothesis drafting its attention decoder): token ids are matched directly (each id one character
-    of a private string, case-sensitive), with no tokenizer round trip per row and round."""
-
-    fold_case = False
-
-    def __init__(self, references: Sequence[Sequence[int]], k: int = 8, min_match: int = 2, max_match: int = 12):
-        super().__init__([self.text(list(r)) for r in references], None, k, min_match, max_match)
-
-    @classmethod
-    def from_hypotheses(cls, hyps: Sequence[Hypothesis], **kw) -> TokenCopyDrafter:
-        return cls([h.tokens for h in hyps], **kw)
-
-    def text(self, ids: list[int]) -> str:
-        return "".join(map(chr, ids))
-
-    def ids(self, text: str) -> list[int]:
-        return [ord(c) for c in text]
 
 
 # --- the search ------------------------------------------------------------------------------------
@@ -411,50 +237,3 @@ def speculative_decode(decoder, memory, options) -> tuple[list[Hypothesis], Spec
     prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
     search = SpeculativeGreedy(options, d.eos_id, TokenFilter(options, d.eos_id, d.vocab_size, device), options.draft)
     return [h[0] for h in search.run(state, prefix_t, max_new)], search.stats
-
-
-# --- training drafters on a frozen decoder ----------------------------------------------------------
-def teacher_hidden(decoder, memory, targets: dict[str, Tensor]) -> tuple[list[Tensor], Tensor, Tensor]:
-    """Teacher-forced hidden states after every block (pre-LN), labels and final logits, without gradient."""
-    with torch.no_grad():
-        inputs, labels = decoder.teacher_forcing(targets)
-        mem = decoder.memory(memory)
-        x = decoder.embed(inputs) * decoder.scale + decoder.pos[: inputs.shape[1]].to(decoder.embed.weight.dtype)
-        hidden = []
-        for i, block in enumerate(decoder.blocks):
-            x = block(x, mem.k[i], mem.v[i], mem.mask, None, i, 0)
-            hidden.append(x)
-        return hidden, labels, decoder.logits(x)
-
-
-def train_drafter(drafter: nn.Module, decoder: nn.Module, batches: Iterable[tuple[Features, dict]], steps: int,
-                  lr: float = 1e-3) -> list[float]:
-    """Train ``drafter.loss`` on a frozen ``decoder`` (eval mode, no gradients); returns the losses.
-    ``batches`` (a list or a re-iterable) is run over again and again: (memory, targets) pairs as the
-    decoder's ``forward`` takes them."""
-    decoder.eval()
-    for p in decoder.parameters():
-        p.requires_grad_(False)
-    params = [p for p in drafter.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    drafter.train()
-    losses = []
-    for _, (memory, targets) in zip(range(steps), forever(batches)):
-        loss = drafter.loss(decoder, memory, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    drafter.eval()
-    return losses
-
-
-def forever(batches: Iterable):
-    while True:
-        empty = True
-        for item in batches:
-            empty = False
-            yield item
-        if empty:
-            raise ValueError("no training batches (a one-shot generator is spent after one pass: pass a list "
-                             "or an object whose __iter__ starts over)")

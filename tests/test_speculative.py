@@ -9,15 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from decoders.drafters import CopyDrafter, EarlyExitDrafter, MedusaHeads, TokenCopyDrafter, train_drafter
 from decoders.search import DecodingOptions
-from decoders.speculative import (
-    CopyDrafter,
-    EarlyExitDrafter,
-    MedusaHeads,
-    TokenCopyDrafter,
-    speculative_decode,
-    train_drafter,
-)
+from decoders.speculative import speculative_decode
 from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
 from zoo.contract import Features, Hypothesis
 from zoo.graph import ModelSpec, Node

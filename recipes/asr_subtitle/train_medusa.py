@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from decoders.speculative import MedusaHeads, train_drafter
+from decoders.drafters import MedusaHeads, train_drafter
 from zoo.contract import select_rows
 
 __all__ = ["EncodedBatches", "fit_medusa", "load_medusa", "main", "save_medusa"]
