@@ -108,6 +108,27 @@ def test_zoo_transcribe_writes_both_tracks_on_the_device_asked_for(tmp_path):
         f"{stem}.{track}.{fmt}" for track in ("verbatim", "subtitle") for fmt in ("srt", "txt")}
 
 
+def test_zoo_transcribe_fuses_the_model_folders_lm_and_names_the_fix_when_it_is_missing(tmp_path, capsys):
+    from recipes.asr_subtitle.evaluate import LM_FILE
+    from zoo.cli import main
+    from zoo.lm import NGramLM
+
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    _tiny("ctc", toks).save_pretrained(tmp_path / "m")
+    audio = rows[0]["audio_filepath"]
+    args = ["transcribe", str(tmp_path / "m"), audio, "--out", str(tmp_path / "out"), "--device", "cpu",
+            "--format", "txt", "--lm-weight", "0.5", "--insertion-bonus", "1.0"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert f"needs the model folder's {LM_FILE}" in err and "zoo eval asr_subtitle --model" in err
+    NGramLM.train([toks["verbatim"].encode(r["text_verbatim"]) for r in rows], toks["verbatim"].vocab_size,
+                  3).save(tmp_path / "m" / LM_FILE)
+    assert main(args) == 0
+    assert (tmp_path / "out" / f"{Path(audio).stem}.verbatim.txt").is_file()
+
+
 def test_streamed_reads_equal_the_file(tmp_path):
     wav = np.random.default_rng(1).uniform(-0.5, 0.5, 40000).astype(np.float32)
     sf.write(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
