@@ -30,7 +30,7 @@ def worker(args) -> None:
     """Transcribe one file in this process and print one JSON line (peak RSS covers only this run)."""
     import torch
 
-    from recipes.asr_subtitle.transcribe import LongFormOptions, boundaries_error, transcribe
+    from recipes.asr_subtitle.transcribe import LongFormOptions, boundaries_error, folder_lm, transcribe
     from zoo import metrics
     from zoo.graph import ZooModel
     from zoo.subtitles import parse_srt
@@ -41,12 +41,7 @@ def worker(args) -> None:
     model = ZooModel.from_pretrained(args.model)
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    lm = None
-    if args.lm_weight > 0:
-        from recipes.asr_subtitle.evaluate import LM_FILE
-        from zoo.lm import NGramLM
-
-        lm = NGramLM.load(Path(args.model) / LM_FILE)
+    lm = folder_lm(args.model) if args.lm_weight > 0 else None
     opts = LongFormOptions(redecode=not args.one_pass, lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
     with torch.inference_mode():
         written = transcribe(model, audio, args.out, formats=("srt",), opts=opts, lm=lm)

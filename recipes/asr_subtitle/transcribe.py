@@ -359,6 +359,18 @@ def _no_gap_split(options: CueOptions) -> CueOptions:
     return CueOptions(options.max_line_width, options.max_line_count, max_gap=1e9, min_duration=options.min_duration)
 
 
+def folder_lm(model_dir: str | Path):
+    """The character LM that ``zoo eval asr_subtitle`` saves in a model folder, for ``--lm-weight``."""
+    from recipes.asr_subtitle.evaluate import LM_FILE
+    from zoo.lm import NGramLM
+
+    path = Path(model_dir) / LM_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"--lm-weight needs the model folder's {LM_FILE} ({path} is missing); build it with "
+                                f"`zoo eval asr_subtitle --model {model_dir} --lm-weight 0.6`")
+    return NGramLM.load(path)
+
+
 def main(args) -> int:
     from zoo.graph import ZooModel
     from zoo.train import pick_device
@@ -368,16 +380,9 @@ def main(args) -> int:
     for audio in args.audio:  # fail before the model loads
         if not Path(audio).is_file():
             raise FileNotFoundError(f"{audio}: no such audio file; check the path")
-    lm = None
-    if args.lm_weight > 0:
-        from recipes.asr_subtitle.evaluate import LM_FILE
-        from zoo.lm import NGramLM
-
-        path = Path(args.model) / LM_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"--lm-weight needs the model folder's {LM_FILE} ({path} is missing); build it with "
-                                    f"`zoo eval asr_subtitle --model {args.model} --lm-weight 0.6`")
-        lm = NGramLM.load(path)
+    if args.lm_weight > 0 and args.one_pass:
+        raise ValueError("--lm-weight fuses the LM into the second pass; drop --one-pass")
+    lm = folder_lm(args.model) if args.lm_weight > 0 else None
     model = ZooModel.from_pretrained(args.model).to(device)
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass,
                            lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
