@@ -166,31 +166,18 @@ def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap
     A character emitted more than ``max_gap_s`` after the previous one starts a new word even without a
     space: a small model often runs the last word of one sentence into the first of the next across a
     pause, and the pause, not the missing space, is where a subtitle cue must end."""
-    space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
-    words, chars, start, end, prev = [], [], None, None, blank
-    for t, tok in enumerate(path.tolist()):
-        if tok != prev and tok != blank:
-            pause = chars and max_gap_s is not None and t * shift - end > max_gap_s
-            if tok == space or pause:
-                if chars:
-                    words.append(Word(tokenizer.decode(chars), start, end))
-                chars, start = [], None
-            if tok != space:
-                chars.append(tok)
-                start = t * shift if start is None else start
-                end = (t + 1) * shift
-        elif tok == prev and tok not in (blank, space) and chars:
-            end = (t + 1) * shift
-        prev = tok
-    if chars:
-        words.append(Word(tokenizer.decode(chars), start, end))
-    return words
+    path = np.asarray(path)
+    starts = np.flatnonzero(np.r_[len(path) > 0, path[1:] != path[:-1]])  # one run of equal frames per emission
+    ends = np.r_[starts[1:], len(path)]
+    keep = path[starts] != blank
+    spans = [(s * shift, e * shift) for s, e in zip(starts[keep].tolist(), ends[keep].tolist())]
+    return span_words(path[starts[keep]].tolist(), spans, tokenizer, max_gap_s)
 
 
 def span_words(tokens: Sequence[int], spans: Sequence[tuple[float, float]], tokenizer,
                max_gap_s: float | None = None) -> list[Word]:
-    """Words from tokens with (start, end) seconds each (a beam-search hypothesis, Viterbi-aligned), split at
-    spaces and, as :func:`ctc_words` does, at pauses longer than ``max_gap_s``."""
+    """Words from tokens with (start, end) seconds each (a best path's runs, or a beam-search hypothesis
+    Viterbi-aligned), split at spaces and at pauses longer than ``max_gap_s``."""
     space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
     words, chars, start, end = [], [], None, None
     for tok, (t0, t1) in zip(tokens, spans):
