@@ -325,3 +325,29 @@ def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, ca
     scored = json.loads((tmp_path / "m" / "eval_results.json").read_text())
     assert {r["dataset_split"] for r in scored} == {"test_unseen"}
     assert all("tuned on test_seen" in r["task_name"] for r in scored)
+
+
+def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_path):
+    rng = np.random.default_rng(5)
+    clean = (0.2 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    rows = []
+    for name, level in (("a", 0.01), ("b", 0.1)):
+        sf.write(tmp_path / f"{name}_clean.wav", clean, 16000, subtype="PCM_16")
+        sf.write(tmp_path / f"{name}.wav", clean + (level * rng.standard_normal(16000)).astype(np.float32), 16000,
+                 subtype="PCM_16")
+        rows.append(dict(id=name, audio_filepath=str(tmp_path / f"{name}.wav"),
+                         clean_filepath=str(tmp_path / f"{name}_clean.wav"), duration=1.0, text_verbatim="a",
+                         text_subtitle="A."))
+    beds = {r["id"]: sf.read(r["audio_filepath"], dtype="int16")[0].astype(np.int32)
+            - sf.read(r["clean_filepath"], dtype="int16")[0] for r in rows}
+    torch.manual_seed(0)
+    data = SpeechTextDataset(rows, {}, pad_noise=(1.0, 0.5), switch_background=1.0)
+    for _ in range(4):
+        padded = data[0]["audio"].numpy() * 32768
+        plain = data.audio(0).astype(np.float32)
+        start = next(k for k in range(len(padded) - len(plain) + 1) if np.array_equal(padded[k: k + len(plain)], plain))
+        before, after = padded[:start], padded[start + len(plain):]
+        assert np.allclose(before, beds["a"][len(beds["a"]) - len(before):])  # its own background first
+        assert np.allclose(after, beds["b"][: len(after)])                   # then the other row's
+    with pytest.raises(ValueError, match="switch_background"):
+        SpeechTextDataset(rows, {}, switch_background=1.5)

@@ -28,19 +28,22 @@ class SpeechTextDataset(Dataset):
     ``pad_noise`` = (probability, max seconds): training-time context augmentation. With that probability
     an utterance gets 0..max s of its own background (noisy minus clean, from the row's
     ``clean_filepath``) before and after it, as it would sit inside a broadcast; a model trained on
-    utterance-bounded audio alone degrades badly inside long-form windows (BENCHMARKS.md). Draws use
-    torch's global generator, so a resumed run repeats them.
+    utterance-bounded audio alone degrades badly inside long-form windows (BENCHMARKS.md). With probability
+    ``switch_background`` the background after it is another row's instead (at a cut in a broadcast the
+    background changes where speech stops). Draws use torch's global generator, so a resumed run repeats them.
     """
 
     def __init__(self, rows: Sequence[dict], tokenizers: dict[str, Tokenizer], sample_rate: int = 16000,
                  label_mode: str = "both", partial_fraction: float = 0.5, seed: int = 0,
-                 pad_noise: tuple[float, float] = (0.0, 0.0)):
+                 pad_noise: tuple[float, float] = (0.0, 0.0), switch_background: float = 0.0):
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
         if not 0.0 <= pad_noise[0] <= 1.0 or pad_noise[1] < 0:
             raise ValueError(f"pad_noise={pad_noise}: give (probability in [0, 1], max seconds >= 0)")
         self.rows, self.tokenizers, self.sample_rate = list(rows), tokenizers, sample_rate
-        self.pad_noise = tuple(pad_noise)
+        if not 0.0 <= switch_background <= 1.0:
+            raise ValueError(f"switch_background={switch_background}: give a probability in [0, 1]")
+        self.pad_noise, self.switch_background = tuple(pad_noise), switch_background
         self._clean: dict[int, np.ndarray] = {}
         rng = random.Random(seed)
         self.labels = []
@@ -80,9 +83,12 @@ class SpeechTextDataset(Dataset):
         audio = self.audio(i)
         prob, max_s = self.pad_noise
         if prob > 0 and max_s > 0 and float(torch.rand(())) < prob:
-            bed = self.background(i)
+            bed = after_bed = self.background(i)
             before, after = (int(float(torch.rand(())) * max_s * self.sample_rate) for _ in range(2))
-            audio = np.concatenate([np.resize(bed[::-1], before)[::-1], audio, np.resize(bed, after)])
+            if len(self.rows) > 1 and self.switch_background > 0 and float(torch.rand(())) < self.switch_background:
+                j = int(torch.randint(len(self.rows) - 1, ()))
+                after_bed = self.background(j + (j >= i))  # any row but this one
+            audio = np.concatenate([np.resize(bed[::-1], before)[::-1], audio, np.resize(after_bed, after)])
         item = {"id": row["id"], "audio": torch.from_numpy(audio.astype(np.float32) / 32768.0)}
         for head in HEADS:
             if self.labels[i][head]:

@@ -49,6 +49,7 @@ class DataConfig:
     eval_size: int = 64             # held-out-voice utterances scored during training (0: none)
     pad_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [probability, max s] of background
     #                                  context around a training utterance (SpeechTextDataset)
+    pad_noise_switch: float = 0.0   # probability that the background after it is another utterance's
 
 
 @dataclass
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(model.spec_decoders[h]["type"] in ("ctc", "ctc_attention") for h in heads):
         train_rows = ctc_alignable(train_rows, tokenizers["verbatim"], model.meta["frame_shift_s"])
     dataset = SpeechTextDataset(train_rows, {h: tokenizers[h] for h in heads}, label_mode=cfg.data.label_mode,
-                                seed=cfg.data.seed, pad_noise=tuple(cfg.data.pad_noise))
+                                seed=cfg.data.seed, pad_noise=tuple(cfg.data.pad_noise),
+                                switch_background=cfg.data.pad_noise_switch)
     pad = cfg.data.pad_noise[0] * cfg.data.pad_noise[1]  # expected seconds added per utterance (2 sides x half)
     sampler = BucketingSampler([r["duration"] + pad for r in train_rows], cfg.data.max_duration,
                                num_buckets=cfg.data.num_buckets, seed=cfg.train.seed)
