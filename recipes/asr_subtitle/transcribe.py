@@ -37,7 +37,8 @@ class LongFormOptions:
     context_s: float = 2.0       # audio on each side of the centre, seen but not kept
     batch_size: int = 8          # windows encoded at once
     max_pause_s: float = 0.3     # a silence longer than this between characters ends a segment (and a word)
-    segment_pad_s: float = 0.15  # audio kept around a segment for its second pass and subtitle decoding
+    segment_pad_s: float = 0.4   # audio kept around a segment for its second pass and subtitle decoding (a
+    #                              first pass that cut a word short gets its end back; BENCHMARKS.md)
     subtitle_batch: int = 8      # segments decoded at once (second pass and subtitles)
     redecode: bool = True        # second CTC pass on each segment's own audio (redecode_segments)
     max_segment_s: float = 30.0  # speech without pauses is cut into segments of at most this length
