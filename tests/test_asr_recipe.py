@@ -13,6 +13,7 @@ from recipes.asr_subtitle.transcribe import (
     LongFormOptions,
     buffered_ctc_path,
     ctc_words,
+    extend_ends,
     redecode_segments,
     segment_batches,
     span_words,
@@ -151,6 +152,23 @@ def test_word_times_and_segments_from_a_best_path():
     assert [[w.text for w in s] for s in split_segments(words, 0.45)] == [["ab"], ["c"]]
     assert len(split_segments(words, 1.0)) == 1
     assert [[w.text for w in s] for s in split_segments(words, 1.0, max_segment_s=0.5)] == [["ab"], ["c"]]
+
+
+def test_extend_ends_runs_over_heard_but_unwritten_frames_and_stops_at_the_next_segment():
+    """A segment's end moves over the frames after its last character whose speech posterior stays at or
+    above the threshold, at most max_s, never into the next segment; other words keep their times."""
+    speech = np.zeros(40)
+    speech[5:9] = [0.6, 0.4, 0.3, 0.05]   # after "ab" (ends frame 5): 3 frames of speech, then background
+    speech[20:40] = 0.9                   # after "c" (ends frame 20): speech up to the file's end
+    segments = [[Word("x", 0.0, 0.08), Word("ab", 0.08, 0.20)], [Word("c", 0.72, 0.80)]]
+    out = extend_ends(segments, speech, 0.04, threshold=0.25, max_s=10.0)
+    assert out[0][0] == segments[0][0] and out[0][1].start == 0.08
+    assert abs(out[0][1].end - 0.32) < 1e-9            # frames 5, 6, 7 are >= 0.25, frame 8 is not
+    assert abs(out[1][0].end - 1.60) < 1e-9            # runs to the end of the speech posteriors
+    assert abs(extend_ends(segments, speech, 0.04, 0.25, max_s=0.2)[1][0].end - 1.0) < 1e-9  # capped
+    assert extend_ends(segments, speech, 0.04, threshold=0.7, max_s=10.0)[0][1].end == 0.20  # nothing above 0.7
+    close = [[Word("ab", 0.08, 0.20)], [Word("c", 0.28, 0.36)]]
+    assert abs(extend_ends(close, speech, 0.04, 0.25, 10.0)[0][0].end - 0.28) < 1e-9  # not into "c"
 
 
 def _one_window_and_direct(model, ctc):

@@ -46,6 +46,9 @@ class LongFormOptions:
     lm_weight: float = 0.0       # > 0: the second pass is CTC prefix beam search fused with ``lm`` (transcribe)
     insertion_bonus: float = 0.0
     ctc_beam: int = 8
+    end_speech_min: float = 0.0  # > 0: a segment's end moves past the frames after its last character whose
+    #                              non-blank posterior stays >= this (extend_ends; 0 = off)
+    end_extend_max_s: float = 0.5
 
 
 class AudioSource:
@@ -262,19 +265,42 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
         batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
         feats = model.encode(batch, needed={encoder})[encoder]
+        log_probs = ctc.log_probs(feats) if not fused or opts.end_speech_min > 0 else None
+        frames = feats.lengths.tolist() if feats.lengths is not None else [feats.x.shape[1]] * len(feats.x)
         if fused:
             decoded = [span_words(h.tokens, h.timestamps, tokenizer, opts.max_pause_s) for h in ctc.decode(feats, beam)]
         else:
-            paths = ctc.log_probs(feats).argmax(-1).cpu()
-            frames = feats.lengths.tolist() if feats.lengths is not None else [paths.shape[1]] * len(paths)
+            paths = log_probs.argmax(-1).cpu()
             decoded = [ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
                        for path, n in zip(paths, frames)]
-        for first, words, target in zip(firsts, decoded, targets):
+        speech = (1 - log_probs[..., ctc.blank].exp()).cpu().numpy() if opts.end_speech_min > 0 else None
+        for row, (first, words, target, n) in enumerate(zip(firsts, decoded, targets, frames)):
+            if not words:
+                continue
+            pieces = split_segments(words, opts.max_pause_s, opts.max_segment_s)
+            if speech is not None:
+                pieces = extend_ends(pieces, speech[row, :n], shift, opts.end_speech_min, opts.end_extend_max_s)
             offset = first / source.sample_rate
-            if words:
-                words = [Word(w.text, w.start + offset, w.end + offset) for w in words]
-                out[target] = split_segments(words, opts.max_pause_s, opts.max_segment_s)
+            out[target] = [[Word(w.text, w.start + offset, w.end + offset) for w in piece] for piece in pieces]
     return [piece for pieces in out for piece in pieces]
+
+
+def extend_ends(segments: Sequence[Sequence[Word]], speech: np.ndarray, shift: float, threshold: float,
+                max_s: float) -> list[list[Word]]:
+    """Move each segment's end past the frames after its last character whose speech posterior
+    (1 - P(blank), ``speech``, one per frame of the segment's own pass) stays >= ``threshold``, by at most
+    ``max_s`` and never into the next segment. A small model often writes a word's first sounds and drops
+    the rest ("frogs" -> "fr"); the frames it heard but did not write still carry non-blank mass, and a
+    cue that ends at its last written character ends early (BENCHMARKS.md, long-form section)."""
+    out = []
+    for i, seg in enumerate(segments):
+        limit = segments[i + 1][0].start if i + 1 < len(segments) else len(speech) * shift
+        t, stop = int(round(seg[-1].end / shift)), int(min(limit, seg[-1].end + max_s) / shift + 1e-6)
+        while t < min(stop, len(speech)) and speech[t] >= threshold:
+            t += 1
+        last = seg[-1]
+        out.append([*seg[:-1], Word(last.text, last.start, max(last.end, t * shift))])
+    return out
 
 
 @torch.no_grad()
