@@ -215,7 +215,7 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
     wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 6).astype(np.float32) * 0.1)
     source = AudioSource(wav, 16000, 16000)
     first = [[Word("a", 0.5, 1.5)], [Word("b", 2.0, 2.4), Word("c", 2.6, 3.0)], [Word("d", 3.5, 5.9)]]
-    opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2)
+    opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2, end_speech_min=0.0)  # extend_ends: own test
     second = redecode_segments(model, source, first, "verbatim", opts)
     assert second[-1] == first[2]  # 2.4 s > max_segment_s
     head, expected = model.decoders["verbatim"], []
