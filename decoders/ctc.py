@@ -214,9 +214,12 @@ class CTCHead(Decoder):
     @torch.no_grad()
     def decode(self, memory: Features, options: CTCDecodingOptions | None = None) -> list:
         """One Hypothesis per row (or a list of ``n_best`` per row); score = log prob of the result."""
-        opts = options or CTCDecodingOptions()
         memory = _one(memory)
-        lp, frames = self.log_probs(memory), _frames(memory)
+        return self.decode_log_probs(self.log_probs(memory), _frames(memory), options)
+
+    def decode_log_probs(self, lp: Tensor, frames: Tensor, options: CTCDecodingOptions | None = None) -> list:
+        """``decode`` from log probs already computed (B, T, V) and valid frames per row (B,)."""
+        opts = options or CTCDecodingOptions()
         shift = opts.frame_shift_s if opts.frame_shift_s is not None else self.frame_shift_s
         if opts.beam_size == 1:
             results = self._greedy(lp, frames, shift if opts.timestamps else None)

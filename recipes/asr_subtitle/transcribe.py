@@ -47,7 +47,8 @@ class LongFormOptions:
     insertion_bonus: float = 0.0
     ctc_beam: int = 8
     end_speech_min: float = 0.05  # > 0: a segment's end moves past the frames after its last character whose
-    #                              non-blank posterior stays >= this (extend_ends; 0 = off; 0.05 chosen on test_seen)
+    #                              non-blank posterior stays >= this (second pass, extend_ends; 0 = off; 0.05
+    #                              chosen on test_seen)
     end_extend_max_s: float = 0.5
 
 
@@ -265,10 +266,11 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
         batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
         feats = model.encode(batch, needed={encoder})[encoder]
-        log_probs = ctc.log_probs(feats) if not fused or opts.end_speech_min > 0 else None
+        log_probs = ctc.log_probs(feats)
         frames = feats.lengths.tolist() if feats.lengths is not None else [feats.x.shape[1]] * len(feats.x)
         if fused:
-            decoded = [span_words(h.tokens, h.timestamps, tokenizer, opts.max_pause_s) for h in ctc.decode(feats, beam)]
+            decoded = [span_words(h.tokens, h.timestamps, tokenizer, opts.max_pause_s)
+                       for h in ctc.decode_log_probs(log_probs, torch.tensor(frames), beam)]
         else:
             paths = log_probs.argmax(-1).cpu()
             decoded = [ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
