@@ -14,6 +14,7 @@ from recipes.asr_subtitle.transcribe import (
     buffered_ctc_path,
     ctc_words,
     extend_edges,
+    own_words,
     redecode_segments,
     segment_batches,
     span_words,
@@ -251,6 +252,40 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
     assert all(abs(g.start - w.start) < 1e-6 and abs(g.end - w.end) < 1e-6 for g, w in zip(got, expected))
     for piece in second[:-1]:  # split again at the pauses the second pass found
         assert all(b.start - a.end <= opts.max_pause_s for a, b in zip(piece, piece[1:]))
+
+
+def test_second_pass_keeps_each_segment_to_its_own_side_of_the_pauses_between_close_neighbours(tmp_path):
+    """Padded clips of close segments overlap; a word decoded from a clip is kept only if its centre lies
+    on its own segment's side of the middle of the pause, so no word is written twice and cues never overlap."""
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 4).astype(np.float32) * 0.1)
+    source = AudioSource(wav, 16000, 16000)
+    first = [[Word("a", 0.5, 1.5)], [Word("b", 1.7, 2.5)]]  # clips 0.1-1.9 and 1.3-2.9 share 1.3-1.9
+    opts = LongFormOptions(segment_pad_s=0.4, max_pause_s=10.0, end_speech_min=0.0, start_speech_min=0.0)
+    second = redecode_segments(model, source, first, "verbatim", opts)
+    cut, expected = 1.6, []
+    for seg, (lo_s, hi_s) in zip(first, ((-np.inf, cut), (cut, np.inf))):
+        lo = int(seg[0].start * 16000) - 6400  # as segment_batches pads
+        clip = wav[lo: int(seg[-1].end * 16000) + 6400]
+        with torch.no_grad():
+            path = model.decoders["verbatim"].log_probs(
+                model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})["acoustic"]
+            ).argmax(-1)[0].numpy()
+        words = [Word(w.text, w.start + lo / 16000, w.end + lo / 16000)
+                 for w in ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)]
+        assert words[-1].end > cut if lo_s < cut else words[0].start < cut  # the clip runs past the cut
+        expected += own_words(words, lo_s, hi_s)
+    got = [w for piece in second for w in piece]
+    assert [w.text for w in got] == [w.text for w in expected]
+    assert all(abs(g.start - w.start) < 1e-6 and abs(g.end - w.end) < 1e-6 for g, w in zip(got, expected))
+    assert max(w.end for w in second[0]) <= cut + 1e-9 and min(w.start for w in second[1]) >= cut - 1e-9
+
+    words = [Word("a", 0.0, 0.4), Word("b", 0.5, 1.0), Word("c", 1.1, 1.3), Word("d", 1.4, 2.0)]
+    kept = own_words(words, 0.7, 1.5)   # "b" (centre 0.75) and "c" stay, clipped; "a" and "d" (1.7) go
+    assert [(w.text, w.start, w.end) for w in kept] == [("b", 0.7, 1.0), ("c", 1.1, 1.3)]
 
 
 def test_span_words_split_at_spaces_and_pauses_and_the_lm_fused_second_pass_keeps_its_words(tmp_path):

@@ -252,8 +252,11 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     """Second pass: CTC over each pause-delimited segment's own audio, word times shifted to the file —
     greedy, or with ``lm`` and ``opts.lm_weight > 0`` prefix beam search fused with the LM, its words timed
     by Viterbi alignment. A segment is split again at the pauses this pass finds (the first pass over a
-    window of several utterances often emits characters across the pause between them). Segments longer
-    than ``max_segment_s`` (one long word) or that come back empty keep their first-pass words."""
+    window of several utterances often emits characters across the pause between them). A segment keeps only
+    the words centred on its side of the middle of the pauses to its neighbours (``own_words``): the padded
+    clips of close segments overlap, and a word decoded in both would be written twice, in overlapping cues.
+    Segments longer than ``max_segment_s`` (one long word) or that come back empty keep their first-pass
+    words."""
     from decoders.ctc import CTCDecodingOptions
 
     ctc, shift, encoder = _ctc_branch(model, head)
@@ -264,6 +267,10 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
                               insertion_bonus=opts.insertion_bonus, frame_shift_s=shift) if fused else None
     out = [[list(seg)] for seg in segments]
     todo = [i for i, seg in enumerate(segments) if seg[-1].end - seg[0].start <= opts.max_segment_s]
+    # each segment owns the audio up to the middle of the pauses on either side: a padded clip also holds a
+    # close neighbour's first or last sounds, which that neighbour's own pass decodes
+    cuts = [(a[-1].end + b[0].start) / 2 for a, b in zip(segments, segments[1:])]
+    owned = list(zip([-np.inf, *cuts], [*cuts, np.inf]))
     targets = iter(todo)
     for firsts, audio, lengths in segment_batches(source, [segments[i] for i in todo], opts):
         batch = {"audio": audio.to(device), "audio_lengths": lengths.to(device)}
@@ -280,15 +287,23 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
         edges = opts.start_speech_min > 0 or opts.end_speech_min > 0
         speech = (1 - log_probs[..., ctc.blank].exp()).cpu().numpy() if edges else None
         for row, (first, words, target, n) in enumerate(zip(firsts, decoded, targets, frames)):
+            offset = first / source.sample_rate
+            lo, hi = owned[target][0] - offset, owned[target][1] - offset
+            words = own_words(words, lo, hi)
             if not words:
                 continue
             pieces = split_segments(words, opts.max_pause_s, opts.max_segment_s)
             if speech is not None:
                 pieces = extend_edges(pieces, speech[row, :n], shift, opts.start_speech_min, opts.end_speech_min,
                                       opts.end_extend_max_s)
-            offset = first / source.sample_rate
-            out[target] = [[Word(w.text, w.start + offset, w.end + offset) for w in piece] for piece in pieces]
+            out[target] = [[Word(w.text, w.start + offset, w.end + offset) for w in own_words(piece, lo, hi)]
+                           for piece in pieces]
     return [piece for pieces in out for piece in pieces]
+
+
+def own_words(words: Sequence[Word], lo: float, hi: float) -> list[Word]:
+    """The words whose centre lies in [lo, hi), their times clipped to it."""
+    return [Word(w.text, max(w.start, lo), min(w.end, hi)) for w in words if lo <= (w.start + w.end) / 2 < hi]
 
 
 def extend_edges(segments: Sequence[Sequence[Word]], speech: np.ndarray, shift: float, start_min: float,
