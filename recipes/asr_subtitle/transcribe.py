@@ -53,6 +53,15 @@ class LongFormOptions:
     #                              (0.3 chosen on test_seen)
     end_extend_max_s: float = 0.5  # at most this far, either way
 
+    def __post_init__(self):
+        for name in ("chunk_s", "max_pause_s", "max_segment_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0 seconds")
+        for name in ("start_speech_min", "end_speech_min"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)} is a posterior threshold: use a value in "
+                                 f"[0, 1] (0 turns it off; default {getattr(LongFormOptions, name)})")
+
 
 class AudioSource:
     """Random access to a mono signal at ``sample_rate``: streamed from a file at that rate, otherwise
@@ -434,7 +443,9 @@ def main(args) -> int:
     lm = folder_lm(args.model) if args.lm_weight > 0 else None
     model = ZooModel.from_pretrained(args.model).to(device)
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass,
-                           lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
+                           lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus,
+                           max_pause_s=args.max_pause, start_speech_min=args.start_speech_min,
+                           end_speech_min=args.end_speech_min)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot, lm=lm)
         for track, paths in written.items():
@@ -457,6 +468,12 @@ def add_arguments(p) -> None:
     p.add_argument("--lm-weight", type=float, default=0.0, help="fuse the model folder's verbatim_lm.json into the "
                    "second pass (CTC prefix beam search, words timed by Viterbi alignment); 0: greedy")
     p.add_argument("--insertion-bonus", type=float, default=0.0, help="per-token bonus with --lm-weight")
+    d = LongFormOptions()
+    p.add_argument("--max-pause", type=float, default=d.max_pause_s, help="seconds of silence that end a cue")
+    p.add_argument("--start-speech-min", type=float, default=d.start_speech_min, help="a cue starts earlier over "
+                   "the frames before its first character whose non-blank posterior is at least this (0: off)")
+    p.add_argument("--end-speech-min", type=float, default=d.end_speech_min, help="a cue ends later over the "
+                   "frames after its last character whose non-blank posterior is at least this (0: off)")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
 
