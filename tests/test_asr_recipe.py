@@ -223,30 +223,40 @@ def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tm
     assert np.array_equal(path[: len(direct)], direct[: len(path)])
 
 
+def _noise_model(tmp_path, seconds: int):
+    """A random tiny CTC model and ``seconds`` of seeded noise as an AudioSource."""
+    toks = _tokenizers(_rows(tmp_path))
+    torch.manual_seed(0)
+    model = _tiny("verbatim", toks).eval()
+    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * seconds).astype(np.float32) * 0.1)
+    return model, wav, AudioSource(wav, 16000, 16000)
+
+
+def _clip_words(model, wav, seg, pad: int, max_pause_s: float) -> list[Word]:
+    """Greedy CTC words, in file time, of ``seg``'s clip padded by ``pad`` samples, decoded on its own."""
+    lo = int(seg[0].start * 16000) - pad  # as segment_batches pads
+    clip = wav[lo: int(seg[-1].end * 16000) + pad]
+    with torch.no_grad():
+        feats = model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})["acoustic"]
+        path = model.decoders["verbatim"].log_probs(feats).argmax(-1)[0].numpy()
+    words = ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=max_pause_s)
+    return [Word(w.text, w.start + lo / 16000, w.end + lo / 16000) for w in words]
+
+
 def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
     """Two-pass long-form: a segment's words are the CTC words of its own padded clip, shifted to the file;
     a segment longer than max_segment_s keeps its first-pass words."""
-    rows = _rows(tmp_path)
-    toks = _tokenizers(rows)
-    torch.manual_seed(0)
-    model = _tiny("verbatim", toks).eval()
-    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 6).astype(np.float32) * 0.1)
-    source = AudioSource(wav, 16000, 16000)
+    model, wav, source = _noise_model(tmp_path, 6)
     first = [[Word("a", 0.5, 1.5)], [Word("b", 2.0, 2.4), Word("c", 2.6, 3.0)], [Word("d", 3.5, 5.9)]]
     opts = LongFormOptions(segment_pad_s=0.2, max_segment_s=2.0, subtitle_batch=2, end_speech_min=0.0,
                            start_speech_min=0.0)  # extend_edges: own test
     second = redecode_segments(model, source, first, "verbatim", opts)
     assert second[-1] == first[2]  # 2.4 s > max_segment_s
-    head, expected = model.decoders["verbatim"], []
+    expected = []
     for seg in first[:2]:
-        lo = int((seg[0].start - 0.2) * 16000)
-        clip = wav[lo: int((seg[-1].end + 0.2) * 16000)]
-        with torch.no_grad():
-            path = head.log_probs(model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})
-                                  ["acoustic"]).argmax(-1)[0].numpy()
-        alone = ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)
+        alone = _clip_words(model, wav, seg, 3200, opts.max_pause_s)
         assert alone, "the random model emits characters on this noise"
-        expected += [Word(w.text, w.start + lo / 16000, w.end + lo / 16000) for w in alone]
+        expected += alone
     got = [w for piece in second[:-1] for w in piece]
     assert [w.text for w in got] == [w.text for w in expected]
     assert all(abs(g.start - w.start) < 1e-6 and abs(g.end - w.end) < 1e-6 for g, w in zip(got, expected))
@@ -257,27 +267,15 @@ def test_second_pass_decodes_each_segment_on_its_own_audio(tmp_path):
 def test_second_pass_keeps_each_segment_to_its_own_side_of_the_pauses_between_close_neighbours(tmp_path):
     """Padded clips of close segments overlap; a word decoded from a clip is kept only if its centre lies
     on its own segment's side of the middle of the pause, so no word is written twice and cues never overlap."""
-    rows = _rows(tmp_path)
-    toks = _tokenizers(rows)
-    torch.manual_seed(0)
-    model = _tiny("verbatim", toks).eval()
-    wav = torch.from_numpy(np.random.default_rng(5).standard_normal(16000 * 4).astype(np.float32) * 0.1)
-    source = AudioSource(wav, 16000, 16000)
+    model, wav, source = _noise_model(tmp_path, 4)
     first = [[Word("a", 0.5, 1.5)], [Word("b", 1.7, 2.5)]]  # clips 0.1-1.9 and 1.3-2.9 share 1.3-1.9
     opts = LongFormOptions(segment_pad_s=0.4, max_pause_s=10.0, end_speech_min=0.0, start_speech_min=0.0)
     second = redecode_segments(model, source, first, "verbatim", opts)
     cut, expected = 1.6, []
-    for seg, (lo_s, hi_s) in zip(first, ((-np.inf, cut), (cut, np.inf))):
-        lo = int(seg[0].start * 16000) - 6400  # as segment_batches pads
-        clip = wav[lo: int(seg[-1].end * 16000) + 6400]
-        with torch.no_grad():
-            path = model.decoders["verbatim"].log_probs(
-                model.encode({"audio": clip[None], "audio_lengths": torch.tensor([len(clip)])})["acoustic"]
-            ).argmax(-1)[0].numpy()
-        words = [Word(w.text, w.start + lo / 16000, w.end + lo / 16000)
-                 for w in ctc_words(path, 0.04, model.tokenizer("verbatim"), max_gap_s=opts.max_pause_s)]
-        assert words[-1].end > cut if lo_s < cut else words[0].start < cut  # the clip runs past the cut
-        expected += own_words(words, lo_s, hi_s)
+    for seg, (lo, hi) in zip(first, ((-np.inf, cut), (cut, np.inf))):
+        words = _clip_words(model, wav, seg, 6400, opts.max_pause_s)
+        assert words[-1].end > cut if lo < cut else words[0].start < cut  # the clip runs past the cut
+        expected += own_words(words, lo, hi)
     got = [w for piece in second for w in piece]
     assert [w.text for w in got] == [w.text for w in expected]
     assert all(abs(g.start - w.start) < 1e-6 and abs(g.end - w.end) < 1e-6 for g, w in zip(got, expected))
