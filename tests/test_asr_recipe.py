@@ -207,6 +207,30 @@ def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
     assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
 
 
+def test_maskctc_preset_trains_three_branches_and_decodes_every_way(tmp_path):
+    from decoders.mask_ctc import MaskCTCOptions
+    from decoders.search import DecodingOptions
+
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("maskctc", toks)
+    head = model.decoders["verbatim"]
+    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
+    out = model(batch)
+    out.loss.backward()
+    extras = out.outputs["verbatim"].extras
+    assert extras["ctc_loss"] > 0 and extras["att_loss"] > 0 and extras["mlm_loss"] > 0
+    assert all(p.grad.abs().sum() > 0 for p in (head.ctc.proj.weight, head.attention.embed.weight,
+                                                   head.mlm.embed.weight))
+    model.eval()
+    ctc = model.generate(batch, options={"verbatim": MaskCTCOptions(threshold=0.0)})["verbatim"]
+    masked = model.generate(batch, options={"verbatim": MaskCTCOptions(threshold=1.0, iterations=2)})["verbatim"]
+    ar = model.generate(batch, options={"verbatim": DecodingOptions(max_len=5, ctc_weight=0.0)})["verbatim"]
+    assert [len(h.tokens) for h in masked] == [len(h.tokens) for h in ctc] and len(ar) == 4
+    assert head.mlm.passes == 2
+
+
 def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tmp_path):
     rows = _rows(tmp_path)
     toks = _tokenizers(rows)

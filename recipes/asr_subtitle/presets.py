@@ -58,9 +58,9 @@ def ar_head(size: str, source: str | list[str], vocab: int) -> Node:
 
 def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitle_vocab: int = SUBTITLE_VOCAB,
              spec_augment: bool = True, spec_augment_warmup: int = 0, inter_ctc: float = 0.0) -> ModelSpec:
-    """``kind``: verbatim | subtitle | shared | cascaded | ctc | hybrid. ``inter_ctc``: Intermediate CTC weight
+    """``kind``: verbatim | subtitle | shared | cascaded | ctc | hybrid | maskctc. ``inter_ctc``: Intermediate CTC weight
     of the verbatim CTC head on the acoustic encoder's middle layer (0: off)."""
-    if inter_ctc and kind in ("subtitle", "hybrid"):
+    if inter_ctc and kind in ("subtitle", "hybrid", "maskctc"):
         raise ValueError(f"inter_ctc applies to the verbatim CTC head, which asr_{kind}_* does not have")
     encoders = {"acoustic": acoustic(size, spec_augment, spec_augment_warmup, inter_ctc > 0)}
     verbatim_ctc = ctc_head(size, "acoustic", verbatim_vocab, inter_ctc)
@@ -73,16 +73,18 @@ def asr_spec(kind: str, size: str, verbatim_vocab: int = VERBATIM_VOCAB, subtitl
     elif kind == "cascaded":
         encoders["written"] = written(size)
         decoders = {"verbatim": verbatim_ctc, "subtitle": ar_head(size, ["written", "acoustic"], subtitle_vocab)}
-    elif kind == "hybrid":
+    elif kind in ("hybrid", "maskctc"):
         s = SIZES[size]
+        mlm = {"mlm_weight": 0.3} if kind == "maskctc" else {}
         decoders = {"verbatim": Node("ctc_attention", source="acoustic", vocab_size=verbatim_vocab, dim=s["dim"],
                                      heads=s["heads"], layers=s["dec_layers"], ffn=s["ffn"], bos_id=2, eos_id=3,
-                                     pad_id=0, blank=0, ctc_weight=0.3, dropout=0.1, label_smoothing=0.1)}
+                                     pad_id=0, blank=0, ctc_weight=0.3, dropout=0.1, label_smoothing=0.1, **mlm)}
     elif kind == "ctc":
         encoders["written"] = written(size)
         decoders = {"verbatim": verbatim_ctc, "subtitle": ctc_head(size, "written", subtitle_vocab)}
     else:
-        raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded, ctc or hybrid")
+        raise ValueError(f"unknown ASR preset kind {kind!r}; choose verbatim, subtitle, shared, cascaded, ctc, hybrid "
+                         "or maskctc")
     return ModelSpec(encoders, decoders, {h: 1.0 for h in decoders}, task="asr", name=f"asr_{kind}_{size}")
 
 
@@ -118,6 +120,8 @@ _DOCS = {
     "ctc": "Encoder-only (OWSM-CTC style): verbatim CTC on the acoustic encoder, subtitle CTC on a cascaded stage",
     "hybrid": "Single-task verbatim ASR with ESPnet's hybrid CTC/attention head (Watanabe et al. 2017; ctc_weight 0.3): "
               "CTC and AR decoding of one model, compared in benchmarks/ctc_vs_ar.py",
+    "maskctc": "The hybrid head plus Mask-CTC's masked LM (Higuchi et al. 2020; weight 0.3): CTC, Mask-CTC "
+               "(non-autoregressive) and AR decoding of one model, compared in benchmarks/ctc_vs_ar.py",
 }
 for _kind, _doc in _DOCS.items():
     for _size in SIZES:

@@ -27,7 +27,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
 @dataclass
 class ModelConfig:
-    kind: str = "cascaded"          # verbatim | subtitle | shared | cascaded | ctc | hybrid
+    kind: str = "cascaded"          # verbatim | subtitle | shared | cascaded | ctc | hybrid | maskctc
     size: str = "tiny"              # tiny | small
     tokenizer: str = "char"         # char | bpe | unigram (subtitle head; verbatim is always char)
     subtitle_vocab: int = 256       # for bpe / unigram

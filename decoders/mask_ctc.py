@@ -1,0 +1,93 @@
+"""Mask-CTC: non-autoregressive ASR by refining a CTC hypothesis with a conditional masked LM (Higuchi et
+al., 2020, "Mask CTC: Non-Autoregressive End-to-End ASR with CTC and Mask Predict", §3; ESPnet's
+``MaskCTCInference``).
+
+- Training (§3.1): the CTC head and a Mask-Predict (CMLM) decoder share the encoder,
+  ``loss = ctc_weight * L_ctc + (1 - ctc_weight) * L_mlm`` (here the MLM is a third loss of the hybrid
+  CTC/attention head, ``ctc_attention(mlm_weight=...)``, so one model decodes all three ways).
+- Decoding (§3.2): greedy CTC gives the tokens and, per token, its confidence (the highest frame posterior
+  of its run); tokens below ``threshold`` (P_thres, 0.999 in the paper) are masked and the MLM fills them
+  "easy first": over ``min(K, N)`` passes for N masks, each pass fixes the ``N // passes`` masks it is
+  surest of and the last pass fixes the rest. The length is the CTC hypothesis's; a hypothesis with no
+  mask costs no MLM pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from zoo.contract import Features, Hypothesis
+
+__all__ = ["MaskCTCOptions", "ctc_tokens_with_confidence", "mask_ctc_decode"]
+
+
+@dataclass(frozen=True)
+class MaskCTCOptions:
+    threshold: float = 0.999   # P_thres: CTC tokens less confident than this are masked and re-predicted
+    iterations: int = 10       # K: MLM passes at most
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold is a probability in [0, 1], got {self.threshold}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+
+
+def ctc_tokens_with_confidence(log_probs: Tensor, frames: Tensor, blank: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Greedy CTC over (B, T, V) log probs: tokens (B, L) padded with ``blank``, lengths (B,) and each
+    token's confidence (B, L), the highest posterior over the frames of its run (§3.2)."""
+    best, path = log_probs.max(-1)
+    rows = []
+    for b in range(path.shape[0]):
+        p, s = path[b, : int(frames[b])], best[b, : int(frames[b])]
+        run = torch.cumsum(torch.cat([p.new_ones(1, dtype=torch.bool), p[1:] != p[:-1]]) if len(p) else
+                           p.new_zeros(0, dtype=torch.bool), 0) - 1       # run index of every frame
+        n = int(run[-1]) + 1 if len(p) else 0
+        conf = s.new_full((n,), float("-inf")).scatter_reduce(0, run, s, "amax")
+        tok = p.new_zeros(n).scatter(0, run, p)
+        keep = tok != blank
+        rows.append((tok[keep], conf[keep].exp()))
+    width = max([len(t) for t, _ in rows] + [1])
+    tokens = path.new_full((len(rows), width), blank)
+    conf = best.new_ones(len(rows), width)
+    for b, (t, c) in enumerate(rows):
+        tokens[b, : len(t)], conf[b, : len(c)] = t, c
+    return tokens, torch.tensor([len(t) for t, _ in rows], device=path.device), conf
+
+
+@torch.no_grad()
+def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCTCOptions()) -> list[Hypothesis]:
+    """Mask-CTC decoding of ``memory`` with a ``CTCHead`` and a ``MaskPredictDecoder`` on the same encoder.
+    Sets ``mlm.passes`` to the MLM passes it ran."""
+    lp = ctc.log_probs(memory).float()
+    frames = memory.lengths if memory.lengths is not None else torch.full((lp.shape[0],), lp.shape[1])
+    tokens, lengths, conf = ctc_tokens_with_confidence(lp, frames, ctc.blank)
+    valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
+    masked = (conf < options.threshold) & valid
+    total = masked.sum(1)                                             # N per row
+    passes = torch.minimum(total, torch.tensor(options.iterations))  # min(K, N) per row
+    per_pass = torch.where(passes > 0, total // passes.clamp(min=1), 0)
+    d = mlm.dims
+    banned = torch.tensor(sorted({d.pad_id, d.bos_id, d.eos_id, ctc.blank}), device=tokens.device)
+    scores = conf.clamp(min=1e-30).log().masked_fill(~valid, 0.0)
+    tokens = tokens.masked_fill(masked, mlm.mask_id)
+    mlm.passes = 0
+    if masked.any():
+        mem, pad = mlm.memory(memory)
+        for t in range(int(passes.max())):
+            logp = mlm.token_logits(tokens, lengths.clamp(min=1), mem, pad).float().log_softmax(-1)
+            logp[..., banned] = float("-inf")
+            best_lp, best = logp.max(-1)
+            mlm.passes += 1
+            # the per_pass surest masks of a row, or all that are left on its last pass
+            surest = best_lp.masked_fill(~masked, float("-inf")).argsort(1, descending=True).argsort(1)
+            fill = masked & ((surest < per_pass[:, None]) | (t >= passes - 1)[:, None])
+            tokens = torch.where(fill, best, tokens)
+            scores = torch.where(fill, best_lp, scores)
+            masked = masked & ~fill
+            if not masked.any():
+                break
+    return [Hypothesis(tokens[b, : int(n)].tolist(), score=float(scores[b, : int(n)].sum()))
+            for b, n in enumerate(lengths.tolist())]

@@ -1,0 +1,126 @@
+"""Mask-CTC: greedy CTC tokens carry the best posterior of their run, nothing masked is CTC greedy without an
+MLM pass, the batched easy-first refinement equals ESPnet's one-utterance loop, and a small hybrid model with
+the masked LM learns to fill every token of a copy task from the encoder."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from decoders.hybrid import ctc_attention
+from decoders.mask_ctc import MaskCTCOptions, ctc_tokens_with_confidence
+from decoders.search import DecodingOptions
+from zoo.contract import Features
+from zoo.graph import ModelSpec, Node
+
+torch.set_num_threads(1)
+
+
+def small(seed: int = 0):
+    torch.manual_seed(seed)
+    return ctc_attention(vocab_size=12, dim=32, heads=2, layers=2, max_len=24, bos_id=1, eos_id=2, mlm_weight=0.3)
+
+
+def test_ctc_tokens_keep_the_best_posterior_of_their_run():
+    probs = torch.tensor([[.9, .05, .05], [.1, .6, .3], [.2, .7, .1], [.8, .1, .1], [.3, .3, .4], [.1, .1, .8],
+                          [.2, .5, .3]])  # best path 0 1 1 0 2 2 1 -> tokens 1 2 1
+    tokens, lengths, conf = ctc_tokens_with_confidence(probs.log()[None], torch.tensor([7]), blank=0)
+    assert tokens[0].tolist() == [1, 2, 1] and lengths.tolist() == [1 * 3]
+    assert conf[0].tolist() == pytest.approx([0.7, 0.8, 0.5])
+    tokens, lengths, _ = ctc_tokens_with_confidence(probs.log()[None], torch.tensor([3]), blank=0)  # 0 1 1
+    assert tokens[0, :1].tolist() == [1] and lengths.tolist() == [1]
+
+
+def test_nothing_masked_is_ctc_greedy_and_runs_no_mlm_pass():
+    dec = small().eval()
+    g = torch.Generator().manual_seed(1)
+    mem = Features(torch.randn(4, 12, 32, generator=g), torch.tensor([12, 9, 5, 11]))
+    hyps = dec.decode(mem, MaskCTCOptions(threshold=0.0))
+    assert dec.mlm.passes == 0
+    best = dec.ctc.log_probs(mem).argmax(-1)
+    for b, h in enumerate(hyps):
+        path = best[b, : mem.lengths[b]].tolist()
+        assert h.tokens == [p for i, p in enumerate(path) if p != 0 and (i == 0 or p != path[i - 1])]
+
+
+def espnet_loop(dec, mem: Features, b: int, threshold: float, iterations: int) -> list[int]:
+    """ESPnet's ``MaskCTCInference`` for utterance ``b`` alone (no padding in the batch)."""
+    one = Features(mem.x[b: b + 1, : mem.lengths[b]], mem.lengths[b: b + 1])
+    tokens, lengths, conf = ctc_tokens_with_confidence(dec.ctc.log_probs(one), one.lengths, 0)
+    y, conf = tokens[0, : lengths[0]].clone(), conf[0, : lengths[0]]
+    mask_id, banned = dec.mlm.mask_id, [0, 1, 2]
+    y[conf < threshold] = mask_id
+    masks = int((y == mask_id).sum())
+    if masks == 0:
+        return y.tolist()
+    mm, pad = dec.mlm.memory(one)
+
+    def predict():
+        lp = dec.mlm.token_logits(y[None], torch.tensor([len(y)]), mm, pad)[0].float().log_softmax(-1)
+        lp[:, banned] = -math.inf
+        return lp
+
+    num_iter = min(iterations, masks)
+    for _ in range(num_iter - 1):
+        idx = torch.nonzero(y == mask_id).squeeze(-1)
+        score, ids = predict()[idx].max(-1)
+        cand = torch.topk(score, masks // num_iter).indices
+        y[idx[cand]] = ids[cand]
+    idx = torch.nonzero(y == mask_id).squeeze(-1)
+    y[idx] = predict()[idx].argmax(-1)
+    return y.tolist()
+
+
+@pytest.mark.parametrize("quantile,iterations", [(1.0, 3), (1.0, 1), (0.5, 10), (0.6, 2)])
+def test_batched_refinement_equals_espnets_one_utterance_loop(quantile, iterations):
+    dec = small(seed=2).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        dec.ctc.proj.weight.mul_(3.0)  # a spread of confidences: some tokens sure, some not
+    mem = Features(torch.randn(5, 14, 32, generator=g), torch.tensor([14, 6, 11, 9, 13]))
+    with torch.no_grad():
+        _, lengths, conf = ctc_tokens_with_confidence(dec.ctc.log_probs(mem), mem.lengths, 0)
+    sure = conf[torch.arange(conf.shape[1])[None] < lengths[:, None]]
+    threshold = 1.0 if quantile == 1.0 else float(sure.quantile(quantile))  # mask all, or about half
+    hyps = dec.decode(mem, MaskCTCOptions(threshold=threshold, iterations=iterations))
+    assert [h.tokens for h in hyps] == [espnet_loop(dec, mem, b, threshold, iterations) for b in range(5)]
+    assert 1 <= dec.mlm.passes <= iterations
+
+
+def test_mask_ctc_model_learns_to_fill_every_token():
+    """Copy task (each source token repeated twice): after training, masking EVERY CTC token leaves the MLM
+    alone to write the transcript from the encoder memory (and the CTC length), in 3 passes."""
+    torch.manual_seed(0)
+    model = ModelSpec(
+        encoders={"frames": Node("token_embedding", input="src", vocab_size=12, dim=32)},
+        decoders={"text": Node("ctc_attention", source="frames", vocab_size=12, dim=32, heads=2, layers=2,
+                               max_len=16, ctc_weight=0.3, mlm_weight=0.5)},
+        task="asr",
+    ).build()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n: int, gen: torch.Generator):  # no token twice in a row: the CTC length is then learnable
+        lens = torch.randint(2, 6, (n,), generator=gen)
+        tgt = torch.zeros(n, 5, dtype=torch.long)
+        for i, length in enumerate(lens.tolist()):
+            steps = torch.randint(1, 9, (length,), generator=gen)  # 3..11, each differing from the one before
+            tgt[i, :length] = 3 + torch.cumsum(steps, 0) % 9
+        return dict(src=tgt.repeat_interleave(2, 1), src_lengths=lens * 2,
+                    targets={"text": {"tokens": tgt, "lengths": lens}})
+
+    for _ in range(250):
+        out = model(batch(32, g))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    test = batch(60, torch.Generator().manual_seed(99))
+    ref = test["targets"]["text"]
+    want = [ref["tokens"][i, : ref["lengths"][i]].tolist() for i in range(60)]
+    hyps = model.generate(test, options=MaskCTCOptions(threshold=1.0, iterations=3))["text"]
+    assert model.decoders["text"].mlm.passes >= 2
+    assert sum(h.tokens == w for h, w in zip(hyps, want)) >= 55
+    ar = model.generate(test, options=DecodingOptions(beam_size=1, max_len=8, ctc_weight=0.0))["text"]
+    assert sum(h.tokens == w for h, w in zip(ar, want)) >= 55  # the attention decoder still learns beside it
