@@ -10,6 +10,10 @@ same encoded segments (batches of 1 and 16), texts joined; WER against the joine
 fixed 16 s windows instead, the AR decoder — trained on single utterances — stops after the first
 sentence: 75% WER in BENCHMARKS.md's earlier table.)
 
+A model with Mask-CTC's masked LM (``asr_maskctc_*``) is also decoded by Mask-CTC (Higuchi et al. 2020;
+``decoders.mask_ctc``), non-autoregressively, with each of ``--mask-ctc-iterations`` (K), timed and scored the
+same way: the parallel decoder against the AR one.
+
     .venv/bin/python benchmarks/ctc_vs_ar.py --model runs/asr-hybrid/model [--minutes 3] [--threads 2]
     python benchmarks/ctc_vs_ar.py --model DIR --device cuda --out DIR     # fp32 on the GPU
 
@@ -30,6 +34,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def mask_ctc_kinds(head, iterations: list[int]) -> dict:
+    """{"mask_ctc_k<K>": MaskCTCOptions} for a head with the masked LM, else {}."""
+    from decoders.mask_ctc import MaskCTCOptions
+
+    return {} if getattr(head, "mlm", None) is None else {f"mask_ctc_k{k}": MaskCTCOptions(iterations=k)
+                                                           for k in iterations}
+
+
+def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, tok) -> None:
+    """Decode ``memory`` by Mask-CTC once per kind, adding seconds to ``times`` and texts to ``texts``."""
+    for name, options in kinds.items():
+        t = time.perf_counter()
+        hyps = head.decode(memory, options)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t
+        texts.setdefault(name, []).extend(tok.decode(h.tokens) for h in hyps)
+
+
+def mask_ctc_summary(kinds: dict, times: dict, texts: dict, wer) -> dict:
+    return {name: dict(iterations=o.iterations, threshold=o.threshold, s=round(times[name], 3),
+                       wer=wer(texts[name]), speedup_vs_ar=round(times["ar"] / times[name], 2))
+            for name, o in kinds.items()}
+
+
 def sync(model) -> None:
     """Wait for queued CUDA work, so that a timer read after it counts it (decoders return host lists)."""
     device = next(model.parameters()).device
@@ -38,8 +65,8 @@ def sync(model) -> None:
 
 
 @torch.inference_mode()
-def short_utterances(model, rows, batch_size: int) -> dict:
-    """Encoder seconds, CTC and AR decoding seconds and WER over ``rows``."""
+def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int] = (1, 10)) -> dict:
+    """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
     from recipes.asr_subtitle.evaluate import audio_batches
@@ -49,6 +76,7 @@ def short_utterances(model, rows, batch_size: int) -> dict:
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
+    kinds, order, masked = mask_ctc_kinds(head, list(mask_ctc_iterations)), [], {}
     for idx, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
@@ -62,17 +90,22 @@ def short_utterances(model, rows, batch_size: int) -> dict:
         times["ar"] += time.perf_counter() - t
         for i, c, a in zip(idx, ctc, ar):
             texts["ctc"][i], texts["ar"][i] = tok.decode(c.tokens), tok.decode(a.tokens)
+        timed_mask_ctc(head, memory, kinds, times, masked, tok)
+        order += list(idx)
     refs = [r["text_verbatim"] for r in rows]
     audio_s = sum(r["duration"] for r in rows)
+    mask_ctc = mask_ctc_summary(kinds, times, masked, lambda hyps: metrics.wer([refs[i] for i in order], hyps))
     return dict(batch=batch_size, utterances=len(rows), audio_s=round(audio_s, 1),
-                **{f"{k}_s": round(v, 3) for k, v in times.items()},
+                **{f"{k}_s": round(v, 3) for k, v in times.items() if k in ("encoder", "ctc", "ar")},
                 ctc_wer=metrics.wer(refs, texts["ctc"]), ar_wer=metrics.wer(refs, texts["ar"]),
                 decode_speedup=round(times["ar"] / times["ctc"], 2),
-                total_speedup=round((times["encoder"] + times["ar"]) / (times["encoder"] + times["ctc"]), 2))
+                total_speedup=round((times["encoder"] + times["ar"]) / (times["encoder"] + times["ctc"]), 2),
+                mask_ctc=mask_ctc)
 
 
 @torch.inference_mode()
-def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int) -> dict:
+def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int,
+              mask_ctc_iterations: list[int] = (1, 10)) -> dict:
     """One long-form recording, segmented at pauses by the buffered CTC pass (``transcribe``'s first pass,
     timed as segmentation); then each batch of segments is encoded once and decoded by both decoders, as
     on short utterances. The one-pass buffered CTC transcript is scored too."""
@@ -95,6 +128,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     head = model.decoders["verbatim"]
     opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s, subtitle_batch=batch_size)
     times = dict(segmentation=0.0, encoder=0.0, ctc=0.0, ar=0.0)
+    kinds, masked = mask_ctc_kinds(head, list(mask_ctc_iterations)), {}
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)
@@ -113,9 +147,12 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
         t = time.perf_counter()
         texts["ar"] += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
         times["ar"] += time.perf_counter() - t
+        timed_mask_ctc(head, memory, kinds, times, masked, tok)
     shared = times["segmentation"] + times["encoder"]
+    mask_ctc = mask_ctc_summary(kinds, times, masked, lambda hyps: metrics.wer([ref], [" ".join(hyps)]))
     return dict(minutes=round(source.length / source.sample_rate / 60, 2), batch=batch_size, segments=len(segments),
-                utterances=len(info["segments"]), **{f"{k}_s": round(v, 3) for k, v in times.items()},
+                utterances=len(info["segments"]), mask_ctc=mask_ctc,
+                **{f"{k}_s": round(v, 3) for k, v in times.items() if k in ("segmentation", "encoder", "ctc", "ar")},
                 decode_speedup=round(times["ar"] / times["ctc"], 2),
                 total_speedup=round((shared + times["ar"]) / (shared + times["ctc"]), 2),
                 one_pass_ctc_wer=metrics.wer([ref], [" ".join(w.text for w in words)]),
@@ -158,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the training run's corpus, "
                         "built if missing)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32)")
+    parser.add_argument("--mask-ctc-iterations", type=int, nargs="+", default=[1, 3, 10],
+                        help="Mask-CTC's K, each decoded (asr_maskctc_* models)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -177,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("| audio | batch | CTC decode s | AR decode s | decode speed-up | incl. encoder | CTC WER | AR WER |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for batch_size in (1, 16):
-        r = short_utterances(model, rows, batch_size)
+        r = short_utterances(model, rows, batch_size, args.mask_ctc_iterations)
         result["short"].append(r)
         print(f"| {r['utterances']} short utterances ({r['audio_s'] / 60:.1f} min) | {batch_size} | {r['ctc_s']:.2f} | "
               f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
@@ -185,11 +224,21 @@ def main(argv: list[str] | None = None) -> dict:
     for minutes in args.minutes:
         reference = build_longform(Path(splits["train"]).parent, minutes=minutes)
         for batch_size in (1, 16):
-            r = long_form(model, reference, args.chunk, args.context, batch_size)
+            r = long_form(model, reference, args.chunk, args.context, batch_size, args.mask_ctc_iterations)
             result["long"].append(r)
             print(f"| long-form {r['minutes']:.1f} min, {r['segments']} segments | {batch_size} | {r['ctc_s']:.2f} | "
                   f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% "
                   f"(one pass {100 * r['one_pass_ctc_wer']:.1f}%) | {100 * r['ar_wer']:.1f}% |", flush=True)
+    rows_with_mask_ctc = [r for r in result["short"] + result["long"] if r["mask_ctc"]]
+    if rows_with_mask_ctc:
+        print("\n| audio | batch | parallel decoder | decode s | faster than AR | WER | AR WER | WER - AR WER |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        for r in rows_with_mask_ctc:
+            audio = f"{r['utterances']} short utterances" if "audio_s" in r else f"long-form {r['minutes']:.1f} min"
+            for name, m in r["mask_ctc"].items():
+                print(f"| {audio} | {r['batch']} | Mask-CTC, K={m['iterations']} | {m['s']:.2f} | "
+                      f"{m['speedup_vs_ar']:.1f}x | {100 * m['wer']:.1f}% | {100 * r['ar_wer']:.1f}% | "
+                      f"{100 * (m['wer'] - r['ar_wer']):+.1f} |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ctc_vs_ar.json").write_text(json.dumps(result, indent=1))
     plot(result, args.out / "ctc_vs_ar.png")
