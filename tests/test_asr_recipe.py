@@ -207,19 +207,23 @@ def test_buffered_path_with_one_window_equals_direct_decoding(tmp_path):
     assert np.array_equal(path[: len(direct)], direct[: len(path)]) and abs(len(path) - len(direct)) <= 1
 
 
+def _one_backward(tmp_path, kind: str):
+    """A tiny ``asr_<kind>`` model after one backward pass on 4 rows: model, verbatim head, batch, loss extras."""
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny(kind, toks)
+    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
+    out = model(batch)
+    out.loss.backward()
+    return model, model.decoders["verbatim"], batch, out.outputs["verbatim"].extras
+
+
 def test_maskctc_preset_trains_three_branches_and_decodes_every_way(tmp_path):
     from decoders.mask_ctc import MaskCTCOptions
     from decoders.search import DecodingOptions
 
-    rows = _rows(tmp_path)
-    toks = _tokenizers(rows)
-    torch.manual_seed(0)
-    model = _tiny("maskctc", toks)
-    head = model.decoders["verbatim"]
-    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
-    out = model(batch)
-    out.loss.backward()
-    extras = out.outputs["verbatim"].extras
+    model, head, batch, extras = _one_backward(tmp_path, "maskctc")
     assert extras["ctc_loss"] > 0 and extras["att_loss"] > 0 and extras["mlm_loss"] > 0
     assert all(p.grad.abs().sum() > 0 for p in (head.ctc.proj.weight, head.attention.embed.weight,
                                                    head.mlm.embed.weight))
@@ -232,15 +236,7 @@ def test_maskctc_preset_trains_three_branches_and_decodes_every_way(tmp_path):
 
 
 def test_hybrid_preset_trains_both_branches_and_decodes_long_form_through_ctc(tmp_path):
-    rows = _rows(tmp_path)
-    toks = _tokenizers(rows)
-    torch.manual_seed(0)
-    model = _tiny("hybrid", toks)
-    head = model.decoders["verbatim"]
-    batch = collate([SpeechTextDataset(rows, toks, label_mode="verbatim")[i] for i in range(4)])
-    out = model(batch)
-    out.loss.backward()
-    extras = out.outputs["verbatim"].extras
+    model, head, batch, extras = _one_backward(tmp_path, "hybrid")
     assert extras["ctc_loss"] > 0 and extras["att_loss"] > 0
     assert head.ctc.proj.weight.grad.abs().sum() > 0 and head.attention.embed.weight.grad.abs().sum() > 0
     path, _, direct = _one_window_and_direct(model.eval(), head.ctc)
