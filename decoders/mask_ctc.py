@@ -67,7 +67,7 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
     masked = (conf < options.threshold) & valid
     total = masked.sum(1)                                             # N per row
-    passes = torch.minimum(total, torch.tensor(options.iterations))  # min(K, N) per row
+    passes = total.clamp(max=options.iterations)                      # min(K, N) per row (on any device)
     per_pass = torch.where(passes > 0, total // passes.clamp(min=1), 0)
     d = mlm.dims
     banned = torch.tensor(sorted({d.pad_id, d.bos_id, d.eos_id, ctc.blank}), device=tokens.device)
