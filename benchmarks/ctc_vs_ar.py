@@ -65,7 +65,7 @@ def sync(model) -> None:
 
 
 @torch.inference_mode()
-def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int] = (1, 10)) -> dict:
+def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int]) -> dict:
     """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
@@ -76,7 +76,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
-    kinds, order, masked = mask_ctc_kinds(head, list(mask_ctc_iterations)), [], {}
+    kinds, order, masked = mask_ctc_kinds(head, mask_ctc_iterations), [], {}
     for idx, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
@@ -105,7 +105,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int
 
 @torch.inference_mode()
 def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int,
-              mask_ctc_iterations: list[int] = (1, 10)) -> dict:
+              mask_ctc_iterations: list[int]) -> dict:
     """One long-form recording, segmented at pauses by the buffered CTC pass (``transcribe``'s first pass,
     timed as segmentation); then each batch of segments is encoded once and decoded by both decoders, as
     on short utterances. The one-pass buffered CTC transcript is scored too."""
@@ -128,7 +128,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     head = model.decoders["verbatim"]
     opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s, subtitle_batch=batch_size)
     times = dict(segmentation=0.0, encoder=0.0, ctc=0.0, ar=0.0)
-    kinds, masked = mask_ctc_kinds(head, list(mask_ctc_iterations)), {}
+    kinds, masked = mask_ctc_kinds(head, mask_ctc_iterations), {}
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)

@@ -42,11 +42,8 @@ def ctc_tokens_with_confidence(log_probs: Tensor, frames: Tensor, blank: int) ->
     rows = []
     for b in range(path.shape[0]):
         p, s = path[b, : int(frames[b])], best[b, : int(frames[b])]
-        run = torch.cumsum(torch.cat([p.new_ones(1, dtype=torch.bool), p[1:] != p[:-1]]) if len(p) else
-                           p.new_zeros(0, dtype=torch.bool), 0) - 1       # run index of every frame
-        n = int(run[-1]) + 1 if len(p) else 0
-        conf = s.new_full((n,), float("-inf")).scatter_reduce(0, run, s, "amax")
-        tok = p.new_zeros(n).scatter(0, run, p)
+        tok, run = torch.unique_consecutive(p, return_inverse=True)       # run index of every frame
+        conf = s.new_full((len(tok),), float("-inf")).scatter_reduce(0, run, s, "amax")
         keep = tok != blank
         rows.append((tok[keep], conf[keep].exp()))
     width = max([len(t) for t, _ in rows] + [1])
@@ -68,7 +65,7 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
     masked = (conf < options.threshold) & valid
     total = masked.sum(1)                                             # N per row
     passes = total.clamp(max=options.iterations)                      # min(K, N) per row (on any device)
-    per_pass = torch.where(passes > 0, total // passes.clamp(min=1), 0)
+    per_pass = total // passes.clamp(min=1)                           # N // passes (0 without masks)
     d = mlm.dims
     banned = torch.tensor(sorted({d.pad_id, d.bos_id, d.eos_id, ctc.blank}), device=tokens.device)
     scores = conf.clamp(min=1e-30).log().masked_fill(~valid, 0.0)
