@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def mask_ctc_kinds(head, iterations: list[int]) -> dict:
-    """{"mask_ctc_k<K>": MaskCTCOptions} for a head with the masked LM, else {}."""
+def mask_ctc_kinds(head, iterations: list[int], thresholds: list[float]) -> dict:
+    """{"mask_ctc_k<K>_p<P_thres>": MaskCTCOptions} for a head with the masked LM, else {}."""
     from decoders.mask_ctc import MaskCTCOptions
 
-    return {} if getattr(head, "mlm", None) is None else {f"mask_ctc_k{k}": MaskCTCOptions(iterations=k)
-                                                           for k in iterations}
+    return {} if getattr(head, "mlm", None) is None else {
+        f"mask_ctc_k{k}_p{p:g}": MaskCTCOptions(threshold=p, iterations=k) for p in thresholds for k in iterations}
 
 
 def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, tok) -> None:
@@ -65,7 +65,7 @@ def sync(model) -> None:
 
 
 @torch.inference_mode()
-def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int]) -> dict:
+def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], list[float]]) -> dict:
     """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
@@ -76,7 +76,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
-    kinds, order, masked = mask_ctc_kinds(head, mask_ctc_iterations), [], {}
+    kinds, order, masked = mask_ctc_kinds(head, *mask_ctc), [], {}
     for idx, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
@@ -105,7 +105,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc_iterations: list[int
 
 @torch.inference_mode()
 def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int,
-              mask_ctc_iterations: list[int]) -> dict:
+              mask_ctc: tuple[list[int], list[float]]) -> dict:
     """One long-form recording, segmented at pauses by the buffered CTC pass (``transcribe``'s first pass,
     timed as segmentation); then each batch of segments is encoded once and decoded by both decoders, as
     on short utterances. The one-pass buffered CTC transcript is scored too."""
@@ -128,7 +128,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     head = model.decoders["verbatim"]
     opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s, subtitle_batch=batch_size)
     times = dict(segmentation=0.0, encoder=0.0, ctc=0.0, ar=0.0)
-    kinds, masked = mask_ctc_kinds(head, mask_ctc_iterations), {}
+    kinds, masked = mask_ctc_kinds(head, *mask_ctc), {}
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)
@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32)")
     parser.add_argument("--mask-ctc-iterations", type=int, nargs="+", default=[1, 3, 10],
                         help="Mask-CTC's K, each decoded (asr_maskctc_* models)")
+    parser.add_argument("--mask-ctc-threshold", type=float, nargs="+", default=[0.999],
+                        help="Mask-CTC's P_thres (CTC tokens less confident are re-predicted), each decoded")
+    parser.add_argument("--split", default="test_unseen", choices=["test_unseen", "test_seen"],
+                        help="short utterances from this split (test_seen: to choose P_thres, new sentences)")
+    parser.add_argument("--no-long-form", action="store_true", help="short utterances only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -210,21 +215,22 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"{args.model} has no hybrid CTC/attention verbatim head; train one with "
                          "`zoo train asr_subtitle model.kind=hybrid`")
     splits = corpus_splits(args.model, args.corpus)
-    rows = [r for r in load_split(splits["test_unseen"]) if r["lang"] == "en"][: args.limit]
-    result = dict(model=args.model, threads=args.threads, short=[], long=[],
+    rows = [r for r in load_split(splits[args.split]) if r["lang"] == "en"][: args.limit]
+    mask_ctc = (args.mask_ctc_iterations, args.mask_ctc_threshold)
+    result = dict(model=args.model, threads=args.threads, split=args.split, short=[], long=[],
                   device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
     print("| audio | batch | CTC decode s | AR decode s | decode speed-up | incl. encoder | CTC WER | AR WER |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for batch_size in (1, 16):
-        r = short_utterances(model, rows, batch_size, args.mask_ctc_iterations)
+        r = short_utterances(model, rows, batch_size, mask_ctc)
         result["short"].append(r)
         print(f"| {r['utterances']} short utterances ({r['audio_s'] / 60:.1f} min) | {batch_size} | {r['ctc_s']:.2f} | "
               f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
               f"{100 * r['ar_wer']:.1f}% |", flush=True)
-    for minutes in args.minutes:
+    for minutes in [] if args.no_long_form else args.minutes:
         reference = build_longform(Path(splits["train"]).parent, minutes=minutes)
         for batch_size in (1, 16):
-            r = long_form(model, reference, args.chunk, args.context, batch_size, args.mask_ctc_iterations)
+            r = long_form(model, reference, args.chunk, args.context, batch_size, mask_ctc)
             result["long"].append(r)
             print(f"| long-form {r['minutes']:.1f} min, {r['segments']} segments | {batch_size} | {r['ctc_s']:.2f} | "
                   f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% "
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in rows_with_mask_ctc:
             audio = f"{r['utterances']} short utterances" if "audio_s" in r else f"long-form {r['minutes']:.1f} min"
             for name, m in r["mask_ctc"].items():
-                print(f"| {audio} | {r['batch']} | Mask-CTC, K={m['iterations']} | {m['s']:.2f} | "
+                print(f"| {audio} | {r['batch']} | Mask-CTC, K={m['iterations']}, P_thres {m['threshold']:g} | {m['s']:.2f} | "
                       f"{m['speedup_vs_ar']:.1f}x | {100 * m['wer']:.1f}% | {100 * r['ar_wer']:.1f}% | "
                       f"{100 * (m['wer'] - r['ar_wer']):+.1f} |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

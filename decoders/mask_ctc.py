@@ -9,7 +9,7 @@ al., 2020, "Mask CTC: Non-Autoregressive End-to-End ASR with CTC and Mask Predic
   of its run); tokens below ``threshold`` (P_thres, 0.999 in the paper) are masked and the MLM fills them
   "easy first": over ``min(K, N)`` passes for N masks, each pass fixes the ``N // passes`` masks it is
   surest of and the last pass fixes the rest. The length is the CTC hypothesis's; a hypothesis with no
-  mask costs no MLM pass.
+  mask costs no MLM pass, and each pass runs only the rows that still hold masks.
 """
 from __future__ import annotations
 
@@ -74,16 +74,21 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
     if masked.any():
         mem, pad = mlm.memory(memory)
         for t in range(int(passes.max())):
-            logp = mlm.token_logits(tokens, lengths.clamp(min=1), mem, pad).float().log_softmax(-1)
+            # only the rows that still hold masks run the MLM, trimmed to their longest hypothesis and memory
+            rows = masked.any(1).nonzero().squeeze(1)
+            width, frames = int(lengths[rows].max()), int((~pad[rows]).sum(1).max())
+            logp = mlm.token_logits(tokens[rows, :width], lengths[rows], mem[rows, :frames],
+                                    pad[rows, :frames]).float().log_softmax(-1)
             logp[..., banned] = float("-inf")
             best_lp, best = logp.max(-1)
             mlm.passes += 1
             # the per_pass surest masks of a row, or all that are left on its last pass
-            surest = best_lp.masked_fill(~masked, float("-inf")).argsort(1, descending=True).argsort(1)
-            fill = masked & ((surest < per_pass[:, None]) | (t >= passes - 1)[:, None])
-            tokens = torch.where(fill, best, tokens)
-            scores = torch.where(fill, best_lp, scores)
-            masked = masked & ~fill
+            todo = masked[rows, :width]
+            surest = best_lp.masked_fill(~todo, float("-inf")).argsort(1, descending=True).argsort(1)
+            fill = todo & ((surest < per_pass[rows, None]) | (t >= passes[rows] - 1)[:, None])
+            tokens[rows, :width] = torch.where(fill, best, tokens[rows, :width])
+            scores[rows, :width] = torch.where(fill, best_lp, scores[rows, :width])
+            masked[rows, :width] = todo & ~fill
             if not masked.any():
                 break
     return [Hypothesis(tokens[b, : int(n)].tolist(), score=float(scores[b, : int(n)].sum()))

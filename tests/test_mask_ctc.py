@@ -72,7 +72,7 @@ def espnet_loop(dec, mem: Features, b: int, threshold: float, iterations: int) -
     return y.tolist()
 
 
-@pytest.mark.parametrize("quantile,iterations", [(1.0, 3), (1.0, 1), (0.5, 10), (0.6, 2)])
+@pytest.mark.parametrize("quantile,iterations", [(1.0, 3), (1.0, 1), (0.5, 10), (0.6, 2), (0.15, 3)])
 def test_batched_refinement_equals_espnets_one_utterance_loop(quantile, iterations):
     dec = small(seed=2).eval()
     g = torch.Generator().manual_seed(3)
@@ -88,6 +88,18 @@ def test_batched_refinement_equals_espnets_one_utterance_loop(quantile, iteratio
     assert 1 <= dec.mlm.passes <= iterations
 
 
+def copy_batch(n: int, gen: torch.Generator, head: str = "text") -> dict:
+    """Copy task: each target token (no token twice in a row: the CTC length is then learnable) appears twice
+    in the source."""
+    lens = torch.randint(2, 6, (n,), generator=gen)
+    tgt = torch.zeros(n, 5, dtype=torch.long)
+    for i, length in enumerate(lens.tolist()):
+        steps = torch.randint(1, 9, (length,), generator=gen)  # 3..11, each differing from the one before
+        tgt[i, :length] = 3 + torch.cumsum(steps, 0) % 9
+    return dict(src=tgt.repeat_interleave(2, 1), src_lengths=lens * 2,
+                targets={head: {"tokens": tgt, "lengths": lens}})
+
+
 def test_mask_ctc_model_learns_to_fill_every_token():
     """Copy task (each source token repeated twice): after training, masking EVERY CTC token leaves the MLM
     alone to write the transcript from the encoder memory (and the CTC length), in 3 passes."""
@@ -101,22 +113,13 @@ def test_mask_ctc_model_learns_to_fill_every_token():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
 
-    def batch(n: int, gen: torch.Generator):  # no token twice in a row: the CTC length is then learnable
-        lens = torch.randint(2, 6, (n,), generator=gen)
-        tgt = torch.zeros(n, 5, dtype=torch.long)
-        for i, length in enumerate(lens.tolist()):
-            steps = torch.randint(1, 9, (length,), generator=gen)  # 3..11, each differing from the one before
-            tgt[i, :length] = 3 + torch.cumsum(steps, 0) % 9
-        return dict(src=tgt.repeat_interleave(2, 1), src_lengths=lens * 2,
-                    targets={"text": {"tokens": tgt, "lengths": lens}})
-
     for _ in range(250):
-        out = model(batch(32, g))
+        out = model(copy_batch(32, g))
         opt.zero_grad()
         out.loss.backward()
         opt.step()
     model.eval()
-    test = batch(60, torch.Generator().manual_seed(99))
+    test = copy_batch(60, torch.Generator().manual_seed(99))
     ref = test["targets"]["text"]
     want = [ref["tokens"][i, : ref["lengths"][i]].tolist() for i in range(60)]
     hyps = model.generate(test, options=MaskCTCOptions(threshold=1.0, iterations=3))["text"]
@@ -124,3 +127,49 @@ def test_mask_ctc_model_learns_to_fill_every_token():
     assert sum(h.tokens == w for h, w in zip(hyps, want)) >= 55
     ar = model.generate(test, options=DecodingOptions(beam_size=1, max_len=8, ctc_weight=0.0))["text"]
     assert sum(h.tokens == w for h, w in zip(ar, want)) >= 55  # the attention decoder still learns beside it
+
+
+def test_masked_lm_stage_adds_the_lm_to_a_hybrid_and_trains_only_it(tmp_path):
+    """recipes.asr_subtitle.train_mask_ctc: a hybrid model without the masked LM gets one; training it on the
+    frozen encoder's cached memory lifts its masked-token accuracy on held-out rows, leaves every other weight
+    bit-identical, and the saved model loads back with the LM (config updated)."""
+    from recipes.asr_subtitle.train_mask_ctc import (
+        cache_batches,
+        fit_masked_lm,
+        masked_accuracy,
+        with_masked_lm,
+    )
+    from recipes.asr_subtitle.train_medusa import EncodedBatches
+    from zoo.graph import ZooModel
+
+    torch.manual_seed(0)
+    hybrid = ModelSpec({"frames": Node("token_embedding", input="src", vocab_size=12, dim=32)},
+                       {"verbatim": Node("ctc_attention", source="frames", vocab_size=12, dim=32, heads=2, layers=2,
+                                         max_len=16)}, task="asr").build()
+    assert hybrid.decoders["verbatim"].mlm is None
+    model = with_masked_lm(hybrid, "verbatim").eval()
+    assert with_masked_lm(model, "verbatim") is model
+    before = {k: v.clone() for k, v in model.state_dict().items() if ".mlm." not in k}
+    assert all(torch.equal(v, hybrid.state_dict()[k]) for k, v in before.items())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    mlm = model.decoders["verbatim"].mlm
+    mlm.requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    train = cache_batches(EncodedBatches(model, "verbatim", [copy_batch(32, g, "verbatim") for _ in range(8)]),
+                          progress=False)
+    held_out = cache_batches(EncodedBatches(model, "verbatim", [copy_batch(64, torch.Generator().manual_seed(9),
+                                                                           "verbatim")]), progress=False)
+    start = masked_accuracy(mlm, held_out)
+    losses = fit_masked_lm(mlm, train, steps=240, lr=3e-3, warmup=20, progress=False)
+    end = masked_accuracy(mlm, held_out)
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10]), (losses[:10], losses[-10:])
+    assert start < 0.3 and end > 0.9, (start, end)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.save_pretrained(tmp_path)
+    loaded = ZooModel.from_pretrained(tmp_path)
+    assert loaded.decoders["verbatim"].mlm is not None
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="ctc_attention"):
+        with_masked_lm(ModelSpec({"frames": Node("token_embedding", input="src", vocab_size=12, dim=32)},
+                                 {"verbatim": Node("ctc", source="frames", in_dim=32, vocab_size=12)}).build(), "verbatim")
