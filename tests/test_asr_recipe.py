@@ -416,6 +416,31 @@ def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, ca
     assert all("tuned on test_seen" in r["task_name"] for r in scored)
 
 
+def test_zoo_eval_decodes_by_mask_ctc_and_names_it_in_the_card(tmp_path):
+    import json
+
+    from recipes.asr_subtitle.corpus import MANIFEST_SCHEMA
+    from recipes.asr_subtitle.evaluate import main as evaluate
+    from zoo.data.manifest import write_manifest
+
+    rows = [dict(r, clean_filepath=r["audio_filepath"], sample_rate=16000, lang="en", voice="v", speaker="v",
+                 snr_db=10.0) for r in _rows(tmp_path)]
+    for split in ("train", "test_seen", "test_unseen"):
+        write_manifest(tmp_path / f"{split}.jsonl", rows, MANIFEST_SCHEMA)
+    torch.manual_seed(0)
+    _tiny("maskctc", _tokenizers(rows)).save_pretrained(tmp_path / "m")
+    _tiny("hybrid", _tokenizers(rows)).save_pretrained(tmp_path / "h")
+    common = ["--corpus", str(tmp_path), "--split", "test_unseen", "--mask-ctc", "0.5"]
+    with pytest.raises(ValueError, match="masked LM"):
+        evaluate(["--model", str(tmp_path / "h"), *common])
+    with pytest.raises(ValueError, match="without the n-gram LM"):
+        evaluate(["--model", str(tmp_path / "m"), *common, "--lm-weight", "0.5"])
+    assert evaluate(["--model", str(tmp_path / "m"), *common, "--mask-ctc-iterations", "2"]) == 0
+    scored = json.loads((tmp_path / "m" / "eval_results.json").read_text())
+    assert {r["metric_type"] for r in scored} == {"wer", "cer"}
+    assert all("Mask-CTC (P_thres 0.5, K=2)" in r["task_name"] for r in scored)
+
+
 def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_path):
     rng = np.random.default_rng(5)
     clean = (0.2 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)

@@ -182,8 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--tune-split first (a grid of 5 x 3, weight 0 included), then score --split with them")
     parser.add_argument("--tune-split", default="test_seen", choices=list(SPLITS))
     parser.add_argument("--tune-limit", type=int, default=100, help="utterances of --tune-split to tune on")
+    parser.add_argument("--mask-ctc", type=float, default=None, metavar="P_THRES",
+                        help="decode the verbatim head by Mask-CTC (asr_maskctc_* models), masking CTC tokens less "
+                        "confident than P_THRES (the paper: 0.999; 0.5 suits a tiny model)")
+    parser.add_argument("--mask-ctc-iterations", type=int, default=1, help="Mask-CTC's K: masked-LM passes at most")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
+    if args.mask_ctc is not None and (args.lm_weight > 0 or args.tune_lm):
+        raise ValueError("--mask-ctc decodes without the n-gram LM; drop --lm-weight / --tune-lm")
     if args.split is None:
         args.split = [s for s in SPLITS if not (args.tune_lm and s == args.tune_split)]
 
@@ -215,6 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         lm_note = (f", CTC beam {args.ctc_beam} + char {args.lm_order}-gram LM (weight {args.lm_weight:g}, "
                    f"bonus {args.insertion_bonus:g}{', tuned on ' + args.tune_split if args.tune_lm else ''})")
         heads = ["verbatim"]  # the LM changes only the verbatim head's decoding
+    if args.mask_ctc is not None:
+        head = model.decoders["verbatim"] if "verbatim" in model.decoders else None
+        if getattr(head, "mlm", None) is None:
+            raise ValueError("--mask-ctc needs a verbatim ctc_attention head with the masked LM (preset asr_maskctc_*, "
+                             "or python -m recipes.asr_subtitle.train_mask_ctc)")
+        from decoders.mask_ctc import MaskCTCOptions
+
+        options["verbatim"] = MaskCTCOptions(threshold=args.mask_ctc, iterations=args.mask_ctc_iterations)
+        lm_note = f", Mask-CTC (P_thres {args.mask_ctc:g}, K={args.mask_ctc_iterations})"
+        heads = ["verbatim"]
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
     for split in args.split:
