@@ -8,12 +8,14 @@
 #                    CTC preset (asr_ctc_tiny) at batch 64 x 10 s
 #   encoder_eff      encoder FLOP/s vs a matching bf16 matmul (batch 64 x 10 s)
 #   ar_fp32          zoo vs transformers generate, Whisper-tiny shapes, fp32 (tokens compared)
-#   ctc_vs_ar        CTC vs AR decoding of a trained hybrid, short and 3-min long-form (fp32)
+#   ctc_vs_ar        CTC vs AR (and, for an asr_maskctc_* model, Mask-CTC) decoding of a trained hybrid, short
+#                    and 3-min long-form (fp32)
 #   speculative_asr  copy-drafted speculative vs plain greedy on the same hybrid (fp32, identity checked)
 #   parallel         Mask-Predict vs AR on the toy reversal task (fp32)
 #   ar_bf16          ar_decoding again under bf16 autocast
 #   ar_compile       ar_decoding with the zoo side compiled (fixed shapes, CUDA graphs), fp32
-# The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* directory) and the root of its corpus
+# The two trained-model steps need HYBRID_MODEL_DIR (an asr_hybrid_* or asr_maskctc_* directory, e.g. the
+# runs/asr-maskctc2k-mlm16k/model of BENCHMARKS.md) and the root of its corpus
 # (manifests, test_unseen audio and the cached 3-min long-form file); without them they are skipped.
 # `benchmarks/stage_gpu_suite.py --model DIR --out .gpu` stages both (~50 MB) as .gpu/model and .gpu/corpus.
 # Logs, JSON and PNGs go to OUTDIR; a summary of exit codes and times is printed last.
@@ -46,8 +48,8 @@ step encoder_eff 50 $py benchmarks/encoder_efficiency.py --device cuda --batch 6
     --out "$out/encoder_efficiency.json"
 step ar_fp32 75 $py benchmarks/ar_decoding.py --device cuda --repeats 3 --out "$out/ar_fp32"
 if [ -n "$model" ]; then
-    step ctc_vs_ar 70 $py benchmarks/ctc_vs_ar.py --model "$model" --corpus "$corpus" --device cuda --limit 96 \
-        --out "$out/ctc_vs_ar"
+    step ctc_vs_ar 90 $py benchmarks/ctc_vs_ar.py --model "$model" --corpus "$corpus" --device cuda --limit 96 \
+        --mask-ctc-iterations 1 3 --mask-ctc-threshold 0.5 0.999 --out "$out/ctc_vs_ar"
     step speculative_asr 60 $py benchmarks/speculative_asr.py --model "$model" --corpus "$corpus" --device cuda \
         --limit 48 --repeats 2 --out "$out/speculative_asr.json"
 fi
