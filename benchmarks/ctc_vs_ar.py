@@ -42,9 +42,9 @@ def mask_ctc_kinds(head, iterations: list[int], thresholds: list[float]) -> dict
         f"mask_ctc_k{k}_p{p:g}": MaskCTCOptions(threshold=p, iterations=k) for p in thresholds for k in iterations}
 
 
-def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, tok) -> None:
-    """Decode ``memory`` by Mask-CTC once per kind, adding seconds to ``times`` and texts to ``texts``; counts
-    (untimed) the CTC tokens each kind masks in ``texts[name + "/masked"]`` = [masked, tokens]."""
+def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, masked: dict, tok) -> None:
+    """Decode ``memory`` by Mask-CTC once per kind, adding seconds to ``times``, texts to ``texts`` and (untimed)
+    [CTC tokens masked, CTC tokens] to ``masked``."""
     from decoders.mask_ctc import ctc_tokens_with_confidence
 
     for name, options in kinds.items():
@@ -55,15 +55,15 @@ def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, tok) -> 
         frames = memory.lengths if memory.lengths is not None else torch.full((memory.x.shape[0],), memory.x.shape[1])
         _, lengths, conf = ctc_tokens_with_confidence(head.ctc.log_probs(memory).float(), frames, head.ctc.blank)
         valid = torch.arange(conf.shape[1], device=conf.device)[None] < lengths[:, None]
-        count = texts.setdefault(name + "/masked", [0, 0])
+        count = masked.setdefault(name, [0, 0])
         count[0] += int(((conf < options.threshold) & valid).sum())
         count[1] += int(lengths.sum())
 
 
-def mask_ctc_summary(kinds: dict, times: dict, texts: dict, wer) -> dict:
+def mask_ctc_summary(kinds: dict, times: dict, texts: dict, masked: dict, wer) -> dict:
     return {name: dict(iterations=o.iterations, threshold=o.threshold, s=round(times[name], 3),
                        wer=wer(texts[name]), speedup_vs_ar=round(times["ar"] / times[name], 2),
-                       masked_fraction=round(texts[name + "/masked"][0] / max(texts[name + "/masked"][1], 1), 4))
+                       masked_fraction=round(masked[name][0] / max(masked[name][1], 1), 4))
             for name, o in kinds.items()}
 
 
@@ -86,7 +86,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], li
     tok = model.tokenizer("verbatim")
     times = dict(encoder=0.0, ctc=0.0, ar=0.0)
     texts = {"ctc": [""] * len(rows), "ar": [""] * len(rows)}
-    kinds, order, masked = mask_ctc_kinds(head, *mask_ctc), [], {}
+    kinds, order, mask_texts, masked = mask_ctc_kinds(head, *mask_ctc), [], {}, {}
     for idx, batch in audio_batches(rows, batch_size, next(model.parameters()).device):
         t = time.perf_counter()
         memory = model.encode(batch)["acoustic"]
@@ -100,11 +100,12 @@ def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], li
         times["ar"] += time.perf_counter() - t
         for i, c, a in zip(idx, ctc, ar):
             texts["ctc"][i], texts["ar"][i] = tok.decode(c.tokens), tok.decode(a.tokens)
-        timed_mask_ctc(head, memory, kinds, times, masked, tok)
+        timed_mask_ctc(head, memory, kinds, times, mask_texts, masked, tok)
         order += list(idx)
     refs = [r["text_verbatim"] for r in rows]
     audio_s = sum(r["duration"] for r in rows)
-    mask_ctc = mask_ctc_summary(kinds, times, masked, lambda hyps: metrics.wer([refs[i] for i in order], hyps))
+    mask_ctc = mask_ctc_summary(kinds, times, mask_texts, masked,
+                                lambda hyps: metrics.wer([refs[i] for i in order], hyps))
     return dict(batch=batch_size, utterances=len(rows), audio_s=round(audio_s, 1),
                 **{f"{k}_s": round(v, 3) for k, v in times.items() if k in ("encoder", "ctc", "ar")},
                 ctc_wer=metrics.wer(refs, texts["ctc"]), ar_wer=metrics.wer(refs, texts["ar"]),
@@ -138,7 +139,7 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
     head = model.decoders["verbatim"]
     opts = LongFormOptions(chunk_s=chunk_s, context_s=context_s, subtitle_batch=batch_size)
     times = dict(segmentation=0.0, encoder=0.0, ctc=0.0, ar=0.0)
-    kinds, masked = mask_ctc_kinds(head, *mask_ctc), {}
+    kinds, mask_texts, masked = mask_ctc_kinds(head, *mask_ctc), {}, {}
     t = time.perf_counter()
     path, shift = buffered_ctc_path(model, source, "verbatim", opts)
     words = ctc_words(path, shift, tok, max_gap_s=opts.max_pause_s)
@@ -157,9 +158,9 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
         t = time.perf_counter()
         texts["ar"] += [tok.decode(h.tokens) for h in decode(head.attention, memory, DecodingOptions(max_len=400))]
         times["ar"] += time.perf_counter() - t
-        timed_mask_ctc(head, memory, kinds, times, masked, tok)
+        timed_mask_ctc(head, memory, kinds, times, mask_texts, masked, tok)
     shared = times["segmentation"] + times["encoder"]
-    mask_ctc = mask_ctc_summary(kinds, times, masked, lambda hyps: metrics.wer([ref], [" ".join(hyps)]))
+    mask_ctc = mask_ctc_summary(kinds, times, mask_texts, masked, lambda hyps: metrics.wer([ref], [" ".join(hyps)]))
     return dict(minutes=round(source.length / source.sample_rate / 60, 2), batch=batch_size, segments=len(segments),
                 utterances=len(info["segments"]), mask_ctc=mask_ctc,
                 **{f"{k}_s": round(v, 3) for k, v in times.items() if k in ("segmentation", "encoder", "ctc", "ar")},

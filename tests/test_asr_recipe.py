@@ -392,17 +392,24 @@ def test_pad_noise_surrounds_the_utterance_with_its_own_background(tmp_path):
     assert SpeechTextDataset([row], {}, pad_noise=(0.0, 0.5))[0]["audio"].shape == plain.shape
 
 
-def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, capsys):
-    import json
-
+def _eval_corpus(tmp_path) -> list[dict]:
+    """The toy rows written as a corpus of train, test_seen and test_unseen manifests under ``tmp_path``."""
     from recipes.asr_subtitle.corpus import MANIFEST_SCHEMA
-    from recipes.asr_subtitle.evaluate import main as evaluate
     from zoo.data.manifest import write_manifest
 
     rows = [dict(r, clean_filepath=r["audio_filepath"], sample_rate=16000, lang="en", voice="v", speaker="v",
                  snr_db=10.0) for r in _rows(tmp_path)]
     for split in ("train", "test_seen", "test_unseen"):
         write_manifest(tmp_path / f"{split}.jsonl", rows, MANIFEST_SCHEMA)
+    return rows
+
+
+def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, capsys):
+    import json
+
+    from recipes.asr_subtitle.evaluate import main as evaluate
+
+    rows = _eval_corpus(tmp_path)
     torch.manual_seed(0)
     _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "m")
     common = ["--model", str(tmp_path / "m"), "--corpus", str(tmp_path), "--tune-lm", "--ctc-beam", "2"]
@@ -419,14 +426,9 @@ def test_zoo_eval_tunes_lm_fusion_on_one_split_and_scores_the_other(tmp_path, ca
 def test_zoo_eval_decodes_by_mask_ctc_and_names_it_in_the_card(tmp_path):
     import json
 
-    from recipes.asr_subtitle.corpus import MANIFEST_SCHEMA
     from recipes.asr_subtitle.evaluate import main as evaluate
-    from zoo.data.manifest import write_manifest
 
-    rows = [dict(r, clean_filepath=r["audio_filepath"], sample_rate=16000, lang="en", voice="v", speaker="v",
-                 snr_db=10.0) for r in _rows(tmp_path)]
-    for split in ("train", "test_seen", "test_unseen"):
-        write_manifest(tmp_path / f"{split}.jsonl", rows, MANIFEST_SCHEMA)
+    rows = _eval_corpus(tmp_path)
     torch.manual_seed(0)
     _tiny("maskctc", _tokenizers(rows)).save_pretrained(tmp_path / "m")
     _tiny("hybrid", _tokenizers(rows)).save_pretrained(tmp_path / "h")
