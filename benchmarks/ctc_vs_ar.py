@@ -75,8 +75,9 @@ def sync(model) -> None:
 
 
 @torch.inference_mode()
-def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], list[float]]) -> dict:
-    """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``."""
+def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], list[float]], joint_beam: int = 0) -> dict:
+    """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``; with ``joint_beam`` also
+    the hybrid's joint CTC/attention beam search (ESPnet's decoding of it, CTC weight as trained)."""
     from decoders.ctc import CTCDecodingOptions
     from decoders.search import DecodingOptions, decode
     from recipes.asr_subtitle.evaluate import audio_batches
@@ -100,6 +101,12 @@ def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], li
         times["ar"] += time.perf_counter() - t
         for i, c, a in zip(idx, ctc, ar):
             texts["ctc"][i], texts["ar"][i] = tok.decode(c.tokens), tok.decode(a.tokens)
+        if joint_beam:
+            t = time.perf_counter()
+            joint = head.decode(memory, DecodingOptions(max_len=200, beam_size=joint_beam, ctc_weight=head.ctc_weight))
+            times["joint"] = times.get("joint", 0.0) + time.perf_counter() - t
+            for i, j in zip(idx, joint):
+                texts.setdefault("joint", [""] * len(rows))[i] = tok.decode(j.tokens)
         timed_mask_ctc(head, memory, kinds, times, mask_texts, masked, tok)
         order += list(idx)
     refs = [r["text_verbatim"] for r in rows]
@@ -111,7 +118,8 @@ def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], li
                 ctc_wer=metrics.wer(refs, texts["ctc"]), ar_wer=metrics.wer(refs, texts["ar"]),
                 decode_speedup=round(times["ar"] / times["ctc"], 2),
                 total_speedup=round((times["encoder"] + times["ar"]) / (times["encoder"] + times["ctc"]), 2),
-                mask_ctc=mask_ctc)
+                mask_ctc=mask_ctc, **({} if not joint_beam else dict(
+                    joint_beam=joint_beam, joint_s=round(times["joint"], 3), joint_wer=metrics.wer(refs, texts["joint"]))))
 
 
 @torch.inference_mode()
@@ -213,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test_unseen", choices=["test_unseen", "test_seen"],
                         help="short utterances from this split (test_seen: to choose P_thres, new sentences)")
     parser.add_argument("--no-long-form", action="store_true", help="short utterances only")
+    parser.add_argument("--joint-beam", type=int, default=0, help="also decode the short utterances by joint "
+                        "CTC/attention beam search of this width (0: not)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -234,11 +244,14 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     short_utterances(model, rows[:8], 1, mask_ctc)  # warm-up, untimed: the first MLM pass alone costs ~0.8 s
     for batch_size in (1, 16):
-        r = short_utterances(model, rows, batch_size, mask_ctc)
+        r = short_utterances(model, rows, batch_size, mask_ctc, args.joint_beam)
         result["short"].append(r)
         print(f"| {r['utterances']} short utterances ({r['audio_s'] / 60:.1f} min) | {batch_size} | {r['ctc_s']:.2f} | "
               f"{r['ar_s']:.2f} | {r['decode_speedup']:.1f}x | {r['total_speedup']:.1f}x | {100 * r['ctc_wer']:.1f}% | "
               f"{100 * r['ar_wer']:.1f}% |", flush=True)
+        if args.joint_beam:
+            print(f"  joint CTC/attention beam {args.joint_beam}: {r['joint_s']:.2f} s, WER {100 * r['joint_wer']:.1f}%",
+                  flush=True)
     for minutes in [] if args.no_long_form else args.minutes:
         reference = build_longform(Path(splits["train"]).parent, minutes=minutes)
         for batch_size in (1, 16):
