@@ -34,12 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def mask_ctc_kinds(head, iterations: list[int], thresholds: list[float]) -> dict:
-    """{"mask_ctc_k<K>_p<P_thres>": MaskCTCOptions} for a head with the masked LM, else {}."""
+def mask_ctc_kinds(head, iterations: list[int], thresholds: list[float], ctc_weights: list[float]) -> dict:
+    """{"mask_ctc_k<K>_p<P_thres>_w<ctc_weight>": MaskCTCOptions} for a head with the masked LM, else {}."""
     from decoders.mask_ctc import MaskCTCOptions
 
     return {} if getattr(head, "mlm", None) is None else {
-        f"mask_ctc_k{k}_p{p:g}": MaskCTCOptions(threshold=p, iterations=k) for p in thresholds for k in iterations}
+        f"mask_ctc_k{k}_p{p:g}_w{w:g}": MaskCTCOptions(threshold=p, iterations=k, ctc_weight=w)
+        for w in ctc_weights for p in thresholds for k in iterations}
 
 
 def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, masked: dict, tok) -> None:
@@ -61,7 +62,7 @@ def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, masked: 
 
 
 def mask_ctc_summary(kinds: dict, times: dict, texts: dict, masked: dict, wer) -> dict:
-    return {name: dict(iterations=o.iterations, threshold=o.threshold, s=round(times[name], 3),
+    return {name: dict(iterations=o.iterations, threshold=o.threshold, ctc_weight=o.ctc_weight, s=round(times[name], 3),
                        wer=wer(texts[name]), speedup_vs_ar=round(times["ar"] / times[name], 2),
                        masked_fraction=round(masked[name][0] / max(masked[name][1], 1), 4))
             for name, o in kinds.items()}
@@ -75,7 +76,7 @@ def sync(model) -> None:
 
 
 @torch.inference_mode()
-def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], list[float]], joint_beam: int = 0) -> dict:
+def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], list[float], list[float]], joint_beam: int = 0) -> dict:
     """Encoder seconds, CTC and AR (and Mask-CTC) decoding seconds and WER over ``rows``; with ``joint_beam`` also
     the hybrid's joint CTC/attention beam search (ESPnet's decoding of it, CTC weight as trained)."""
     from decoders.ctc import CTCDecodingOptions
@@ -124,7 +125,7 @@ def short_utterances(model, rows, batch_size: int, mask_ctc: tuple[list[int], li
 
 @torch.inference_mode()
 def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_size: int,
-              mask_ctc: tuple[list[int], list[float]]) -> dict:
+              mask_ctc: tuple[list[int], list[float], list[float]]) -> dict:
     """One long-form recording, segmented at pauses by the buffered CTC pass (``transcribe``'s first pass,
     timed as segmentation); then each batch of segments is encoded once and decoded by both decoders, as
     on short utterances. The one-pass buffered CTC transcript is scored too."""
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="Mask-CTC's K, each decoded (asr_maskctc_* models)")
     parser.add_argument("--mask-ctc-threshold", type=float, nargs="+", default=[0.999],
                         help="Mask-CTC's P_thres (CTC tokens less confident are re-predicted), each decoded")
+    parser.add_argument("--mask-ctc-ctc-weight", type=float, nargs="+", default=[0.0],
+                        help="weight of the masked run's CTC posteriors in Mask-CTC's fill (0: the paper's), each decoded")
     parser.add_argument("--split", default="test_unseen", choices=["test_unseen", "test_seen"],
                         help="short utterances from this split (test_seen: to choose P_thres, new sentences)")
     parser.add_argument("--no-long-form", action="store_true", help="short utterances only")
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "`zoo train asr_subtitle model.kind=hybrid`")
     splits = corpus_splits(args.model, args.corpus)
     rows = [r for r in load_split(splits[args.split]) if r["lang"] == "en"][: args.limit]
-    mask_ctc = (args.mask_ctc_iterations, args.mask_ctc_threshold)
+    mask_ctc = (args.mask_ctc_iterations, args.mask_ctc_threshold, args.mask_ctc_ctc_weight)
     result = dict(model=args.model, threads=args.threads, split=args.split, short=[], long=[],
                   device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
     print("| audio | batch | CTC decode s | AR decode s | decode speed-up | incl. encoder | CTC WER | AR WER |")
@@ -268,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
         for r in rows_with_mask_ctc:
             audio = f"{r['utterances']} short utterances" if "audio_s" in r else f"long-form {r['minutes']:.1f} min"
             for name, m in r["mask_ctc"].items():
-                print(f"| {audio} | {r['batch']} | Mask-CTC, K={m['iterations']}, P_thres {m['threshold']:g} | "
+                fused = f", CTC weight {m['ctc_weight']:g}" if m["ctc_weight"] else ""
+                print(f"| {audio} | {r['batch']} | Mask-CTC, K={m['iterations']}, P_thres {m['threshold']:g}{fused} | "
                       f"{100 * m['masked_fraction']:.1f}% | {m['s']:.2f} | "
                       f"{m['speedup_vs_ar']:.1f}x | {100 * m['wer']:.1f}% | {100 * r['ar_wer']:.1f}% | "
                       f"{100 * (m['wer'] - r['ar_wer']):+.1f} |", flush=True)

@@ -10,6 +10,8 @@ al., 2020, "Mask CTC: Non-Autoregressive End-to-End ASR with CTC and Mask Predic
   "easy first": over ``min(K, N)`` passes for N masks, each pass fixes the ``N // passes`` masks it is
   surest of and the last pass fixes the rest. The length is the CTC hypothesis's; a hypothesis with no
   mask costs no MLM pass, and each pass runs only the rows that still hold masks.
+- ``ctc_weight`` (ours, off by default) adds the CTC posteriors of the masked run to the MLM's choice:
+  the MLM alone is often less sure of a token than CTC was, and a small model's MLM is weak.
 """
 from __future__ import annotations
 
@@ -27,17 +29,23 @@ __all__ = ["MaskCTCOptions", "ctc_tokens_with_confidence", "mask_ctc_decode"]
 class MaskCTCOptions:
     threshold: float = 0.999   # P_thres: CTC tokens less confident than this are masked and re-predicted
     iterations: int = 10       # K: MLM passes at most
+    ctc_weight: float = 0.0    # > 0: a masked token is re-predicted by log p_MLM + ctc_weight * (its best CTC log
+    #                            posterior over the frames of the masked run); not in the paper, which uses p_MLM
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold is a probability in [0, 1], got {self.threshold}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.ctc_weight < 0:
+            raise ValueError(f"ctc_weight must be >= 0 (0 = the paper's MLM-only fill), got {self.ctc_weight}")
 
 
-def ctc_tokens_with_confidence(log_probs: Tensor, frames: Tensor, blank: int) -> tuple[Tensor, Tensor, Tensor]:
+def ctc_tokens_with_confidence(log_probs: Tensor, frames: Tensor, blank: int,
+                               run_log_probs: bool = False) -> tuple[Tensor, ...]:
     """Greedy CTC over (B, T, V) log probs: tokens (B, L) padded with ``blank``, lengths (B,) and each
-    token's confidence (B, L), the highest posterior over the frames of its run (§3.2)."""
+    token's confidence (B, L), the highest posterior over the frames of its run (§3.2). With
+    ``run_log_probs`` also (B, L, V): every vocabulary entry's highest log posterior over each token's run."""
     best, path = log_probs.max(-1)
     rows = []
     for b in range(path.shape[0]):
@@ -45,13 +53,24 @@ def ctc_tokens_with_confidence(log_probs: Tensor, frames: Tensor, blank: int) ->
         tok, run = torch.unique_consecutive(p, return_inverse=True)       # run index of every frame
         conf = s.new_full((len(tok),), float("-inf")).scatter_reduce(0, run, s, "amax")
         keep = tok != blank
-        rows.append((tok[keep], conf[keep].exp()))
-    width = max([len(t) for t, _ in rows] + [1])
+        runs = None
+        if run_log_probs:
+            lp = log_probs[b, : int(frames[b])]
+            runs = lp.new_full((len(tok), lp.shape[-1]), float("-inf")).scatter_reduce(
+                0, run[:, None].expand_as(lp), lp, "amax")[keep]
+        rows.append((tok[keep], conf[keep].exp(), runs))
+    width = max([len(t) for t, _, _ in rows] + [1])
     tokens = path.new_full((len(rows), width), blank)
     conf = best.new_ones(len(rows), width)
-    for b, (t, c) in enumerate(rows):
+    for b, (t, c, _) in enumerate(rows):
         tokens[b, : len(t)], conf[b, : len(c)] = t, c
-    return tokens, torch.tensor([len(t) for t, _ in rows], device=path.device), conf
+    out = (tokens, torch.tensor([len(t) for t, _, _ in rows], device=path.device), conf)
+    if not run_log_probs:
+        return out
+    runs = log_probs.new_full((len(rows), width, log_probs.shape[-1]), float("-inf"))
+    for b, (t, _, r) in enumerate(rows):
+        runs[b, : len(t)] = r
+    return (*out, runs)
 
 
 @torch.no_grad()
@@ -60,7 +79,7 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
     Sets ``mlm.passes`` to the MLM passes it ran."""
     lp = ctc.log_probs(memory).float()
     frames = memory.lengths if memory.lengths is not None else torch.full((lp.shape[0],), lp.shape[1])
-    tokens, lengths, conf = ctc_tokens_with_confidence(lp, frames, ctc.blank)
+    tokens, lengths, conf, *runs = ctc_tokens_with_confidence(lp, frames, ctc.blank, options.ctc_weight > 0)
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
     masked = (conf < options.threshold) & valid
     total = masked.sum(1)                                             # N per row
@@ -79,6 +98,8 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
             width, frames = int(lengths[rows].max()), int((~pad[rows]).sum(1).max())
             logp = mlm.token_logits(tokens[rows, :width], lengths[rows], mem[rows, :frames],
                                     pad[rows, :frames]).float().log_softmax(-1)
+            if runs:
+                logp = logp + options.ctc_weight * runs[0][rows, :width]
             logp[..., banned] = float("-inf")
             best_lp, best = logp.max(-1)
             mlm.passes += 1

@@ -437,10 +437,11 @@ def test_zoo_eval_decodes_by_mask_ctc_and_names_it_in_the_card(tmp_path):
         evaluate(["--model", str(tmp_path / "h"), *common])
     with pytest.raises(ValueError, match="without the n-gram LM"):
         evaluate(["--model", str(tmp_path / "m"), *common, "--lm-weight", "0.5"])
-    assert evaluate(["--model", str(tmp_path / "m"), *common, "--mask-ctc-iterations", "2"]) == 0
+    assert evaluate(["--model", str(tmp_path / "m"), *common, "--mask-ctc-iterations", "2",
+                     "--mask-ctc-ctc-weight", "1"]) == 0
     scored = json.loads((tmp_path / "m" / "eval_results.json").read_text())
     assert {r["metric_type"] for r in scored} == {"wer", "cer"}
-    assert all("Mask-CTC (P_thres 0.5, K=2)" in r["task_name"] for r in scored)
+    assert all("Mask-CTC (P_thres 0.5, K=2, CTC weight 1)" in r["task_name"] for r in scored)
 
 
 def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_path):

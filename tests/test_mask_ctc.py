@@ -44,6 +44,24 @@ def test_nothing_masked_is_ctc_greedy_and_runs_no_mlm_pass():
         assert h.tokens == [p for i, p in enumerate(path) if p != 0 and (i == 0 or p != path[i - 1])]
 
 
+def test_a_large_ctc_weight_gives_back_ctc_greedy_and_runs_carry_the_confidence():
+    """Every frame of a run has the run's token as its argmax, so that token also has the run's best posterior:
+    with a dominant ctc_weight, masking everything still returns the CTC greedy tokens."""
+    dec = small().eval()
+    with torch.no_grad():
+        dec.ctc.proj.bias[[1, 2]] = -1e4  # a trained CTC never writes bos/eos, which Mask-CTC never fills in
+    mem = Features(torch.randn(4, 12, 32, generator=torch.Generator().manual_seed(4)), torch.tensor([12, 9, 5, 11]))
+    tokens, lengths, conf, runs = ctc_tokens_with_confidence(dec.ctc.log_probs(mem), mem.lengths, 0, run_log_probs=True)
+    valid = torch.arange(tokens.shape[1])[None] < lengths[:, None]
+    assert torch.allclose(runs.gather(-1, tokens[..., None]).squeeze(-1).exp()[valid], conf[valid])
+    assert torch.equal(runs.argmax(-1)[valid], tokens[valid])
+    greedy = dec.decode(mem, MaskCTCOptions(threshold=0.0))
+    fused = dec.decode(mem, MaskCTCOptions(threshold=1.0, iterations=2, ctc_weight=1e4))
+    assert dec.mlm.passes >= 1 and [h.tokens for h in fused] == [h.tokens for h in greedy]
+    with pytest.raises(ValueError, match="ctc_weight"):
+        MaskCTCOptions(ctc_weight=-1.0)
+
+
 def espnet_loop(dec, mem: Features, b: int, threshold: float, iterations: int) -> list[int]:
     """ESPnet's ``MaskCTCInference`` for utterance ``b`` alone (no padding in the batch)."""
     one = Features(mem.x[b: b + 1, : mem.lengths[b]], mem.lengths[b: b + 1])

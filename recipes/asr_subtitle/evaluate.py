@@ -186,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="decode the verbatim head by Mask-CTC (asr_maskctc_* models), masking CTC tokens less "
                         "confident than P_THRES (the paper: 0.999; 0.5 suits a tiny model)")
     parser.add_argument("--mask-ctc-iterations", type=int, default=1, help="Mask-CTC's K: masked-LM passes at most")
+    parser.add_argument("--mask-ctc-ctc-weight", type=float, default=0.0, help="weight of the masked run's CTC "
+                        "posteriors in Mask-CTC's fill (0: the paper's MLM-only fill)")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
     if args.mask_ctc is not None and (args.lm_weight > 0 or args.tune_lm):
@@ -228,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "or python -m recipes.asr_subtitle.train_mask_ctc)")
         from decoders.mask_ctc import MaskCTCOptions
 
-        options["verbatim"] = MaskCTCOptions(threshold=args.mask_ctc, iterations=args.mask_ctc_iterations)
-        lm_note = f", Mask-CTC (P_thres {args.mask_ctc:g}, K={args.mask_ctc_iterations})"
+        options["verbatim"] = MaskCTCOptions(threshold=args.mask_ctc, iterations=args.mask_ctc_iterations,
+                                             ctc_weight=args.mask_ctc_ctc_weight)
+        fused = f", CTC weight {args.mask_ctc_ctc_weight:g}" if args.mask_ctc_ctc_weight else ""
+        lm_note = f", Mask-CTC (P_thres {args.mask_ctc:g}, K={args.mask_ctc_iterations}{fused})"
         heads = ["verbatim"]
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
