@@ -79,7 +79,8 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
     Sets ``mlm.passes`` to the MLM passes it ran."""
     lp = ctc.log_probs(memory).float()
     frames = memory.lengths if memory.lengths is not None else torch.full((lp.shape[0],), lp.shape[1])
-    tokens, lengths, conf, *runs = ctc_tokens_with_confidence(lp, frames, ctc.blank, options.ctc_weight > 0)
+    tokens, lengths, conf, *run_lp = ctc_tokens_with_confidence(lp, frames, ctc.blank, options.ctc_weight > 0)
+    run_lp = run_lp[0] if run_lp else None                            # (B, L, V) with ctc_weight > 0
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]
     masked = (conf < options.threshold) & valid
     total = masked.sum(1)                                             # N per row
@@ -95,11 +96,11 @@ def mask_ctc_decode(ctc, mlm, memory: Features, options: MaskCTCOptions = MaskCT
         for t in range(int(passes.max())):
             # only the rows that still hold masks run the MLM, trimmed to their longest hypothesis and memory
             rows = masked.any(1).nonzero().squeeze(1)
-            width, frames = int(lengths[rows].max()), int((~pad[rows]).sum(1).max())
-            logp = mlm.token_logits(tokens[rows, :width], lengths[rows], mem[rows, :frames],
-                                    pad[rows, :frames]).float().log_softmax(-1)
-            if runs:
-                logp = logp + options.ctc_weight * runs[0][rows, :width]
+            width, span = int(lengths[rows].max()), int((~pad[rows]).sum(1).max())
+            logp = mlm.token_logits(tokens[rows, :width], lengths[rows], mem[rows, :span],
+                                    pad[rows, :span]).float().log_softmax(-1)
+            if run_lp is not None:
+                logp = logp + options.ctc_weight * run_lp[rows, :width]
             logp[..., banned] = float("-inf")
             best_lp, best = logp.max(-1)
             mlm.passes += 1
