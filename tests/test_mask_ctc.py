@@ -186,7 +186,7 @@ def test_masked_lm_stage_adds_the_lm_to_a_hybrid_and_trains_only_it(tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     model.save_pretrained(tmp_path)
     loaded = ZooModel.from_pretrained(tmp_path)
-    assert loaded.decoders["verbatim"].mlm is not None
+    assert loaded.decoders["verbatim"].mlm is not None and loaded.task == "asr"
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="ctc_attention"):
         with_masked_lm(ModelSpec({"frames": Node("token_embedding", input="src", vocab_size=12, dim=32)},

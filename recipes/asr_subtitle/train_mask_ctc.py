@@ -42,10 +42,10 @@ def with_masked_lm(model, head: str, mlm_weight: float = 0.3):
                         "(preset asr_hybrid_* or asr_maskctc_*)")
     if decoder.mlm is not None:
         return model
-    config = dict(model._hub_mixin_config)
-    config["decoders"] = {name: dict(spec) for name, spec in config["decoders"].items()}
-    config["decoders"][head]["mlm_weight"] = mlm_weight
-    grown = ZooModel(**config)
+    decoders = {name: dict(spec) for name, spec in model.spec_decoders.items()}
+    decoders[head]["mlm_weight"] = mlm_weight
+    grown = ZooModel(encoders=model.spec_encoders, decoders=decoders, loss_weights=model.loss_weights,
+                     task=model.task, name=model.name, meta=model.meta, head_order=list(decoders))
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
     if unexpected or any(f"decoders.{head}.mlm." not in k for k in missing):
         raise RuntimeError(f"adding the masked LM changed more than decoders.{head}.mlm: missing {missing}, "
