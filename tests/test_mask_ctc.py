@@ -188,6 +188,9 @@ def test_masked_lm_stage_adds_the_lm_to_a_hybrid_and_trains_only_it(tmp_path):
     loaded = ZooModel.from_pretrained(tmp_path)
     assert loaded.decoders["verbatim"].mlm is not None and loaded.task == "asr"
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    from recipes.asr_subtitle.train_mask_ctc import main as train_mask_ctc
+    with pytest.raises(ValueError, match="--out must differ from --model"):
+        train_mask_ctc(["--model", str(tmp_path), "--out", str(tmp_path)])
     with pytest.raises(TypeError, match="ctc_attention"):
         with_masked_lm(ModelSpec({"frames": Node("token_embedding", input="src", vocab_size=12, dim=32)},
                                  {"verbatim": Node("ctc", source="frames", in_dim=32, vocab_size=12)}).build(), "verbatim")
