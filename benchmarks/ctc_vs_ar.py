@@ -48,14 +48,16 @@ def timed_mask_ctc(head, memory, kinds: dict, times: dict, texts: dict, masked: 
     [CTC tokens masked, CTC tokens] to ``masked``."""
     from decoders.mask_ctc import ctc_tokens_with_confidence
 
+    if not kinds:
+        return
+    frames = memory.lengths if memory.lengths is not None else torch.full((memory.x.shape[0],), memory.x.shape[1])
+    _, lengths, conf = ctc_tokens_with_confidence(head.ctc.log_probs(memory).float(), frames, head.ctc.blank)
+    valid = torch.arange(conf.shape[1], device=conf.device)[None] < lengths[:, None]
     for name, options in kinds.items():
         t = time.perf_counter()
         hyps = head.decode(memory, options)
         times[name] = times.get(name, 0.0) + time.perf_counter() - t
         texts.setdefault(name, []).extend(tok.decode(h.tokens) for h in hyps)
-        frames = memory.lengths if memory.lengths is not None else torch.full((memory.x.shape[0],), memory.x.shape[1])
-        _, lengths, conf = ctc_tokens_with_confidence(head.ctc.log_probs(memory).float(), frames, head.ctc.blank)
-        valid = torch.arange(conf.shape[1], device=conf.device)[None] < lengths[:, None]
         count = masked.setdefault(name, [0, 0])
         count[0] += int(((conf < options.threshold) & valid).sum())
         count[1] += int(lengths.sum())
