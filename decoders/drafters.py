@@ -200,7 +200,7 @@ def teacher_hidden(decoder, memory, targets: dict[str, Tensor]) -> tuple[list[Te
         x = decoder.embed(inputs) * decoder.scale + decoder.pos[: inputs.shape[1]].to(decoder.embed.weight.dtype)
         hidden = []
         for i, block in enumerate(decoder.blocks):
-            x = block(x, mem.k[i], mem.v[i], mem.mask, None, i, 0)
+            x = block(x, mem, None, i, 0)
             hidden.append(x)
         return hidden, labels, decoder.logits(x)
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from decoders.transformer_decoder import cross_attend
 from zoo.contract import Hypothesis
 
 __all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "run_layers", "speculative_decode"]
@@ -83,7 +84,7 @@ def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: i
         o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :span], cache.v[i][:, :, :span], attn_mask=mask)
         x = x + a.out(pack(o.transpose(1, 2)))
         q = unpack(c.q(block.cross_ln(x))).view(rows, n, c.heads, dim // c.heads).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, mem.k[i], mem.v[i], attn_mask=mem.mask)
+        o = cross_attend(q, mem, i)
         x = x + c.out(pack(o.transpose(1, 2)))
         x = x + block.fc2(F.gelu(block.fc1(block.mlp_ln(x))))
     return x

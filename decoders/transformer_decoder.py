@@ -13,7 +13,8 @@ Built for fast incremental decoding:
   dropped from the active batch, so the work shrinks as the batch finishes;
 - decoding steps on CPU multiply their few rows in the fastest operand layout
   (``zoo.layers.few_row_linear``: exact fp32, ~2x faster for the vocabulary projection and the
-  wide layers);
+  wide layers), and read cross-attention keys/values stored as ``(head_dim, T)`` by two plain
+  products (:func:`cross_attend`);
 - ``DecodingOptions(compile=True)`` switches to fixed shapes (full-length masked self-attention,
   no row dropping) and ``torch.compile``s the one-token step (CUDA graphs on GPU).
 
@@ -37,7 +38,7 @@ from zoo.contract import Decoder, DecoderOutput, Features, padding_mask
 from zoo.layers import DecodingLinear, FastDropout, few_row_linear
 from zoo.registry import register_decoder
 
-__all__ = ["DecoderDims", "DecoderState", "KVCache", "Memory", "TransformerDecoder", "transformer_decoder"]
+__all__ = ["DecoderDims", "DecoderState", "KVCache", "Memory", "TransformerDecoder", "cross_attend", "transformer_decoder"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,36 @@ class DecoderDims:
 
 @dataclass
 class Memory:
-    """Per-utterance cross-attention keys and values of every layer, (B, heads, T, head_dim) each."""
+    """Per-utterance cross-attention keys and values of every layer, (B, heads, T, head_dim) each, or
+    (B, heads, head_dim, T) when ``keys_last`` (the layout of CPU decoding: see :func:`cross_attend`)."""
 
     k: list[Tensor]
     v: list[Tensor]
     mask: Tensor | None  # (B, 1, 1, T) bool, True where a frame may be attended; None = all frames
+    keys_last: bool = False
 
     def select(self, utts: Tensor) -> Memory:
         pick = lambda t: t.index_select(0, utts)
         return Memory([pick(k) for k in self.k], [pick(v) for v in self.v],
-                      None if self.mask is None else pick(self.mask))
+                      None if self.mask is None else pick(self.mask), self.keys_last)
+
+
+def cross_attend(q: Tensor, mem: Memory, layer: int, dropout: float = 0.0) -> Tensor:
+    """Attention of queries q (B, heads, m, head_dim) over layer ``layer`` of the memory.
+
+    The standard layout takes ``F.scaled_dot_product_attention``. The ``keys_last`` layout is for the
+    few queries of a CPU decoding step, which must read every key and value of the memory once per
+    step (Whisper-tiny at batch 8: 147 MB a step). There ``q @ K^T`` and ``V^T @ p^T`` with ``K^T`` and
+    ``V^T`` stored contiguously are plain row-vector and matrix-vector products that MKL streams near
+    memory speed: 1.6x faster than SDPA's CPU kernel for one query, as fast at 9, slower from ~16.
+    Same maths; only the summation order differs."""
+    k, v = mem.k[layer], mem.v[layer]
+    if not mem.keys_last:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mem.mask, dropout_p=dropout)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k)
+    if mem.mask is not None:
+        scores = scores.masked_fill(~mem.mask, float("-inf"))
+    return torch.matmul(v, scores.softmax(-1).transpose(-1, -2)).transpose(-1, -2)
 
 
 class KVCache:
@@ -154,17 +175,26 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(memory_dim, 2 * dim, bias=bias)
         self.out = nn.Linear(dim, dim, bias=bias)
 
-    def project(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """Memory (B, T, memory_dim) -> keys, values (B, heads, T, head_dim), once per utterance."""
+    def project(self, memory: Tensor, keys_last: bool = False) -> tuple[Tensor, Tensor]:
+        """Memory (B, T, memory_dim) -> keys, values (B, heads, T, head_dim), or (B, heads, head_dim, T)
+        when ``keys_last``; once per utterance."""
+        if keys_last:  # one product per utterance writes K^T and V^T in place: no transposing copy
+            out = memory.new_empty(2, memory.shape[0], self.kv.out_features // 2, memory.shape[1])
+            weights = self.kv.weight.chunk(2)
+            biases = (None, None) if self.kv.bias is None else self.kv.bias.chunk(2)
+            for kv, w, b in zip(out, weights, biases):
+                for i, m in enumerate(memory):
+                    torch.mm(w, m.T, out=kv[i]) if b is None else torch.addmm(b[:, None], w, m.T, out=kv[i])
+            k, v = rearrange(out, "two b (h d) t -> two b h d t", h=self.heads)
+            return k, v
         k, v = rearrange(self.kv(memory), "b t (two h d) -> two b h t d", two=2, h=self.heads)
         return k.contiguous(), v.contiguous()  # read at every step: keep them dense
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mem: Memory, layer: int) -> Tensor:
         """x (B*R, n, dim): the R rows (beams) of each utterance become R*n queries of one call."""
-        utts, (rows, n, dim) = k.shape[0], x.shape
+        utts, (rows, n, dim) = mem.k[layer].shape[0], x.shape
         q = self.q(x).view(utts, rows // utts * n, self.heads, dim // self.heads).transpose(1, 2)
-        p = self.dropout if self.training else 0.0
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        o = cross_attend(q, mem, layer, self.dropout if self.training else 0.0)
         return self.out(o.transpose(1, 2).reshape(rows, n, dim))
 
 
@@ -182,10 +212,10 @@ class Block(nn.Module):
         self.fc1, self.fc2 = DecodingLinear(d.dim, ffn, bias=d.bias), nn.Linear(ffn, d.dim, bias=d.bias)
         self.drop = FastDropout(d.dropout)
 
-    def forward(self, x, k, v, mask, cache, layer, start):
+    def forward(self, x, mem, cache, layer, start):
         drop = self.drop if self.training and self.drop.p > 0 else (lambda t: t)  # no module call at inference
         x = x + drop(self.attn(self.attn_ln(x), cache, layer, start))
-        x = x + drop(self.cross(self.cross_ln(x), k, v, mask))
+        x = x + drop(self.cross(self.cross_ln(x), mem, layer))
         return x + drop(self.fc2(F.gelu(self.fc1(self.mlp_ln(x)))))
 
 
@@ -216,11 +246,12 @@ class TransformerDecoder(Decoder):
         self._compiled = None
 
     # --- the network --------------------------------------------------------------------------
-    def memory(self, memory: Features | Sequence[Features]) -> Memory:
-        """Project the encoder memory (one Features, or ``sources`` of them) to per-layer keys/values."""
+    def memory(self, memory: Features | Sequence[Features], keys_last: bool = False) -> Memory:
+        """Project the encoder memory (one Features, or ``sources`` of them) to per-layer keys/values;
+        ``keys_last`` stores them in the layout of CPU decoding steps (:func:`cross_attend`)."""
         x, mask = self._concat_sources(memory)
-        kv = [block.cross.project(x) for block in self.blocks]
-        return Memory([k for k, _ in kv], [v for _, v in kv], mask)
+        kv = [block.cross.project(x, keys_last) for block in self.blocks]
+        return Memory([k for k, _ in kv], [v for _, v in kv], mask, keys_last)
 
     def _concat_sources(self, memory) -> tuple[Tensor, Tensor | None]:
         d = self.dims
@@ -263,7 +294,7 @@ class TransformerDecoder(Decoder):
             pos = self.pos[start:start + n]
         x = self.drop(self.embed(tokens) * self.scale + pos.to(self.embed.weight.dtype))
         for i, block in enumerate(self.blocks):
-            x = block(x, mem.k[i], mem.v[i], mem.mask, cache, i, start)
+            x = block(x, mem, cache, i, start)
         return self.logits(x[:, -1:] if last_only else x)
 
     def forward(self, memory: Features | Sequence[Features], targets: dict[str, Tensor]) -> DecoderOutput:
@@ -294,7 +325,8 @@ class TransformerDecoder(Decoder):
     # --- decoding -----------------------------------------------------------------------------
     def state(self, memory: Features | Sequence[Features], max_tokens: int, use_cache: bool = True,
               compile: bool = False) -> DecoderState:
-        return DecoderState(self, self.memory(memory), max_tokens, use_cache, compile)
+        keys_last = not torch.is_grad_enabled() and self.embed.weight.device.type == "cpu"
+        return DecoderState(self, self.memory(memory, keys_last), max_tokens, use_cache, compile)
 
     @torch.no_grad()
     def decode(self, memory: Features | Sequence[Features], options: Any = None):

@@ -143,6 +143,27 @@ def test_incremental_logits_equal_full_forward():
     assert torch.allclose(torch.stack(steps, 1), full[:, 2:], atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_keys_last_memory_gives_the_same_logits(bias):
+    """CPU decoding stores cross-attention K/V as (B, heads, head_dim, T) and attends by two plain
+    products: the same keys/values transposed, the same logits, padded frames still ignored."""
+    dec = spread(transformer_decoder(vocab_size=40, dim=32, heads=4, layers=2, max_len=32, bias=bias))
+    mem = memory()
+    noisy = mem.x.clone()
+    for b, n in enumerate(mem.lengths.tolist()):
+        noisy[b, n:] = 100.0 * torch.randn_like(noisy[b, n:])
+    tokens = torch.randint(0, 40, (4, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        plain, last = dec.memory(mem), dec.memory(mem, keys_last=True)
+        assert last.keys_last and not plain.keys_last
+        for a, b in zip(plain.k + plain.v, last.k + last.v):
+            assert b.is_contiguous() and torch.allclose(a, b.transpose(-1, -2), atol=1e-6)
+        noisy_last = dec.memory(Features(noisy, mem.lengths), keys_last=True)
+        assert torch.allclose(dec.forward_tokens(tokens, plain), dec.forward_tokens(tokens, noisy_last), atol=1e-5)
+        assert dec.state(mem, max_tokens=5).mem.keys_last  # what decoding on CPU uses
+    assert not dec.state(mem, max_tokens=5).mem.keys_last  # training-time forward keeps SDPA's layout
+
+
 def test_padded_frames_are_ignored():
     dec = spread(transformer_decoder(vocab_size=40, dim=32, heads=4, layers=2, max_len=32))
     mem = memory()

@@ -69,7 +69,7 @@ def few_row_linear(owner: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | N
         w_t = owner._weight_t[1]
         y = flat @ w_t if bias is None else torch.addmm(bias, flat, w_t)
     elif out_f >= 4096:
-        y = (weight @ flat.T).T.contiguous()
+        y = torch.stack((weight @ flat.T).unbind(1))  # 4x faster than .T.contiguous() at (51865, 8)
         y = y if bias is None else y + bias
     else:
         return F.linear(x, weight, bias)
