@@ -104,7 +104,8 @@ def cross_attend(q: Tensor, mem: Memory, layer: int, dropout: float = 0.0) -> Te
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k)
     if mem.mask is not None:
         scores = scores.masked_fill(~mem.mask, float("-inf"))
-    return torch.matmul(v, scores.softmax(-1).transpose(-1, -2)).transpose(-1, -2)
+    weights = F.dropout(scores.softmax(-1), dropout) if dropout else scores.softmax(-1)
+    return torch.matmul(v, weights.transpose(-1, -2)).transpose(-1, -2)
 
 
 class KVCache:
@@ -184,7 +185,10 @@ class CrossAttention(nn.Module):
             biases = (None, None) if self.kv.bias is None else self.kv.bias.chunk(2)
             for kv, w, b in zip(out, weights, biases):
                 for i, m in enumerate(memory):
-                    torch.mm(w, m.T, out=kv[i]) if b is None else torch.addmm(b[:, None], w, m.T, out=kv[i])
+                    if b is None:
+                        torch.mm(w, m.T, out=kv[i])
+                    else:
+                        torch.addmm(b[:, None], w, m.T, out=kv[i])
             k, v = rearrange(out, "two b (h d) t -> two b h d t", h=self.heads)
             return k, v
         k, v = rearrange(self.kv(memory), "b t (two h d) -> two b h t d", two=2, h=self.heads)
@@ -325,7 +329,8 @@ class TransformerDecoder(Decoder):
     # --- decoding -----------------------------------------------------------------------------
     def state(self, memory: Features | Sequence[Features], max_tokens: int, use_cache: bool = True,
               compile: bool = False) -> DecoderState:
-        keys_last = not torch.is_grad_enabled() and self.embed.weight.device.type == "cpu"
+        keys_last = (not torch.is_grad_enabled() and self.embed.weight.device.type == "cpu"
+                     and not torch.is_autocast_enabled("cpu"))
         return DecoderState(self, self.memory(memory, keys_last), max_tokens, use_cache, compile)
 
     @torch.no_grad()
