@@ -104,7 +104,9 @@ def cross_attend(q: Tensor, mem: Memory, layer: int, dropout: float = 0.0) -> Te
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k)
     if mem.mask is not None:
         scores = scores.masked_fill(~mem.mask, float("-inf"))
-    weights = F.dropout(scores.softmax(-1), dropout) if dropout else scores.softmax(-1)
+    weights = scores.softmax(-1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
     return torch.matmul(v, weights.transpose(-1, -2)).transpose(-1, -2)
 
 

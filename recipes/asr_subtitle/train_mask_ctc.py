@@ -17,7 +17,7 @@ results, which still hold: CTC and attention are unchanged); decode with ``MaskC
 from __future__ import annotations
 
 import argparse
-import math
+import functools
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from recipes.asr_subtitle.train_medusa import EncodedBatches
 from zoo.contract import Features
+from zoo.train import lr_lambda
 
 __all__ = ["cache_batches", "fit_masked_lm", "main", "encodable", "masked_accuracy", "with_masked_lm"]
 
@@ -71,8 +72,8 @@ def fit_masked_lm(mlm, batches: list[tuple[Features, dict]], steps: int, lr: flo
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(mlm.parameters(), lr=lr, weight_decay=0.01)
     warmup = min(warmup, max(steps // 10, 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(
-        math.pi * min(max(s - warmup, 0) / max(steps - warmup, 1), 1.0)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+        lr_lambda, warmup_steps=warmup, total_steps=steps, kind="cosine", min_ratio=0.0))
     mlm.train()
     losses: list[float] = []
     bar = tqdm(total=steps, desc="masked LM", unit="step", disable=not progress)
