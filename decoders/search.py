@@ -54,6 +54,7 @@ class DecodingOptions:
     ctc_weight: float = 0.0                # joint CTC/attention scoring (ctc_attention decoders)
     draft: Any = None                      # a drafter: speculative greedy (decoders.speculative)
     draft_schedule: str = "constant"       # draft length per row: the drafter's k, or "heuristic" (+2 / -1)
+    vocab_screen: bool = False             # greedy on CPU: exact argmax via an int8 screen (decoders.vocab_screen)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -73,6 +74,9 @@ class DecodingOptions:
             raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight}")
         if self.draft_schedule not in ("constant", "heuristic"):
             raise ValueError(f"draft_schedule must be 'constant' or 'heuristic', got {self.draft_schedule!r}")
+        if self.vocab_screen and (self.beam_size > 1 or self.temperature > 0 or self.draft is not None):
+            raise ValueError("vocab_screen speeds up plain greedy argmax only: set beam_size=1, temperature=0 "
+                             "and no draft, or vocab_screen=False")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
             if not callable(getattr(self.draft, "propose", None)):
                 raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.drafters: MedusaHeads, "
@@ -138,13 +142,21 @@ class GreedySearch:
         finished = torch.zeros(batch, dtype=torch.bool, device=device)  # only used under fixed shapes
         gen = torch.Generator(device).manual_seed(opts.seed) if opts.seed is not None else None
         tokens = prefix
+        screen = getattr(state, "vocab_screen", lambda: None)() if opts.vocab_screen else None
         for t in range(max_new):
-            logp = self.filter(state.step(tokens).float().log_softmax(-1), t)
-            if opts.temperature > 0:
-                nxt = torch.multinomial((logp / opts.temperature).softmax(-1), 1, generator=gen).squeeze(1)
+            if screen is not None:  # the fp32 argmax and its logit; the normaliser from int8 logits
+                h = state.step(tokens, normed=True)
+                approx, bound = screen.approx(h)
+                lse = approx.logsumexp(-1)
+                nxt, logit = screen.argmax(h, self.filter(approx, t), bound)
+                lp = logit - lse
             else:
-                nxt = logp.argmax(-1)
-            lp = logp.gather(1, nxt[:, None]).squeeze(1)
+                logp = self.filter(state.step(tokens).float().log_softmax(-1), t)
+                if opts.temperature > 0:
+                    nxt = torch.multinomial((logp / opts.temperature).softmax(-1), 1, generator=gen).squeeze(1)
+                else:
+                    nxt = logp.argmax(-1)
+                lp = logp.gather(1, nxt[:, None]).squeeze(1)
             if not state.can_shrink:
                 nxt, lp = nxt.masked_fill(finished, eos), lp.masked_fill(finished, 0.0)
             out[active, t] = nxt

@@ -288,8 +288,9 @@ class TransformerDecoder(Decoder):
         return few_row_linear(self, self.ln(x), self.output_weight)
 
     def forward_tokens(self, tokens: Tensor, mem: Memory, cache: KVCache | None = None, start: int | Tensor = 0,
-                       last_only: bool = False) -> Tensor:
-        """Logits (N, n, V) of ``tokens`` (N, n) at positions ``start..start+n``; N = utterances x rows."""
+                       last_only: bool = False, normed: bool = False) -> Tensor:
+        """Logits (N, n, V) of ``tokens`` (N, n) at positions ``start..start+n``; N = utterances x rows.
+        ``normed`` returns the final LayerNorm's output (N, n, dim) instead of the logits."""
         n = tokens.shape[1]
         if isinstance(start, Tensor):
             pos = self.pos.index_select(0, start.view(1))
@@ -301,7 +302,8 @@ class TransformerDecoder(Decoder):
         x = self.drop(self.embed(tokens) * self.scale + pos.to(self.embed.weight.dtype))
         for i, block in enumerate(self.blocks):
             x = block(x, mem, cache, i, start)
-        return self.logits(x[:, -1:] if last_only else x)
+        x = x[:, -1:] if last_only else x
+        return self.ln(x) if normed else self.logits(x)
 
     def forward(self, memory: Features | Sequence[Features], targets: dict[str, Tensor]) -> DecoderOutput:
         inputs, labels = self.teacher_forcing(targets)
@@ -342,6 +344,17 @@ class TransformerDecoder(Decoder):
 
         return decode(self, memory, options)
 
+    def vocab_screen(self):
+        """The int8 vocabulary screen of exact greedy argmax (``decoders.vocab_screen``), built once per
+        output weight; None off CPU or where fbgemm is missing."""
+        from decoders.vocab_screen import VocabScreen
+
+        w = self.output_weight
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        if getattr(self, "_screen", (None,))[0] != key:
+            self._screen = (key, VocabScreen.build(w))
+        return self._screen[1]
+
     def compiled_step(self):
         if self._compiled is None:
             cuda = self.embed.weight.is_cuda
@@ -377,12 +390,17 @@ class DecoderState:
     def utterances(self) -> int:
         return self.mem.k[0].shape[0]
 
-    def step(self, tokens: Tensor) -> Tensor:
+    def vocab_screen(self):
+        """The decoder's int8 vocabulary screen (exact greedy argmax), or None (fixed shapes, GPU, no fbgemm)."""
+        return None if self.static else self.decoder.vocab_screen()
+
+    def step(self, tokens: Tensor, normed: bool = False) -> Tensor:
+        """Last-position logits (N, V), or with ``normed`` the final LayerNorm's output (N, dim)."""
         d = self.decoder
         if not self.use_cache:
             self.history = tokens if self.history is None else torch.cat([self.history, tokens], 1)
             self.length = self.history.shape[1]
-            return d.forward_tokens(self.history, self.mem, last_only=True)[:, -1]
+            return d.forward_tokens(self.history, self.mem, last_only=True, normed=normed)[:, -1]
         if self.cache is None:
             dims = d.dims
             self.cache = KVCache(dims.layers, tokens.shape[0], dims.heads, self.max_tokens,
@@ -391,7 +409,7 @@ class DecoderState:
             start = torch.tensor(self.length, device=tokens.device)
             out = d.compiled_step()(tokens, self.mem, self.cache, start, True)[:, -1]
         else:
-            out = d.forward_tokens(tokens, self.mem, self.cache, self.length, last_only=True)[:, -1]
+            out = d.forward_tokens(tokens, self.mem, self.cache, self.length, last_only=True, normed=normed)[:, -1]
         self.length += tokens.shape[1]
         self.cache.filled = self.length
         return out
