@@ -149,7 +149,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.qkv = DecodingLinear(dim, 3 * dim, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+        self.out = DecodingLinear(dim, dim, bias=bias)
 
     def forward(self, x: Tensor, cache: KVCache | None, layer: int, start: int | Tensor) -> Tensor:
         rows, n, dim = x.shape  # plain view/transpose: this runs ~20 times per generated token
@@ -174,9 +174,9 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, memory_dim: int, heads: int, bias: bool, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.q = nn.Linear(dim, dim, bias=bias)
+        self.q = DecodingLinear(dim, dim, bias=bias)
         self.kv = nn.Linear(memory_dim, 2 * dim, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+        self.out = DecodingLinear(dim, dim, bias=bias)
 
     def project(self, memory: Tensor, keys_last: bool = False) -> tuple[Tensor, Tensor]:
         """Memory (B, T, memory_dim) -> keys, values (B, heads, T, head_dim), or (B, heads, head_dim, T)
@@ -215,7 +215,7 @@ class Block(nn.Module):
         self.cross_ln = nn.LayerNorm(d.dim, eps=d.eps)
         self.cross = CrossAttention(d.dim, d.memory_dim or d.dim, d.heads, d.bias, d.dropout)
         self.mlp_ln = nn.LayerNorm(d.dim, eps=d.eps)
-        self.fc1, self.fc2 = DecodingLinear(d.dim, ffn, bias=d.bias), nn.Linear(ffn, d.dim, bias=d.bias)
+        self.fc1, self.fc2 = DecodingLinear(d.dim, ffn, bias=d.bias), DecodingLinear(ffn, d.dim, bias=d.bias)
         self.drop = FastDropout(d.dropout)
 
     def forward(self, x, mem, cache, layer, start):

@@ -52,6 +52,8 @@ class VocabScreen:
         self.weight_error = float((w.double() - w_hat).norm(dim=1).max())  # max_v ||w_v - w^_v||
         self.hat_norm = float(w_hat.norm(dim=1).max())                     # max_v ||w^_v||
         self.norm = float(w.norm(dim=1).max())
+        self.pin = w.new_zeros(1, w.shape[1])  # times the grid step: -63 and 64 steps, fbgemm's range
+        self.pin[0, 0], self.pin[0, 1] = ACT_LOW, ACT_HIGH
         self._w_hat = w_hat  # only for the self-check below
 
     @classmethod
@@ -82,11 +84,12 @@ class VocabScreen:
         return bool(((approx.double() - exact).abs() <= 1e-5 * scale + 1e-30).all())
 
     def _approx(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        step = float(h.abs().max()) / -ACT_LOW or 1.0
-        grid = torch.round(h / step).clamp_(ACT_LOW, ACT_HIGH).mul_(step)
-        pin = grid.new_zeros(1, h.shape[1])
-        pin[0, 0], pin[0, 1] = ACT_LOW * step, ACT_HIGH * step
-        approx = torch.ops.quantized.linear_dynamic(torch.cat([grid, pin]), self.packed, True)[: h.shape[0]]
+        rows = h.shape[0]
+        step = h.abs().amax().clamp_min(1e-12) / -ACT_LOW  # a tensor: no host sync
+        x = h.new_empty(rows + 1, h.shape[1])  # the rows on the grid, then the pinning row
+        grid = torch.div(h, step, out=x[:rows]).round_().clamp_(ACT_LOW, ACT_HIGH).mul_(step)
+        torch.mul(self.pin, step, out=x[rows:])
+        approx = torch.ops.quantized.linear_dynamic(x, self.packed, True)[:rows]
         return approx, h - grid, grid
 
     def approx(self, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,9 +97,9 @@ class VocabScreen:
         approx, residual, _ = self._approx(h)
         if self.bias is not None:
             approx = approx + self.bias
-        h_norm = h.norm(dim=1)
-        bound = self.weight_error * h_norm + self.hat_norm * residual.norm(dim=1)
-        return approx, bound * 1.001 + ROUNDING_SLACK * self.norm * h_norm + 1e-6
+        h_part = 1.001 * self.weight_error + ROUNDING_SLACK * self.norm
+        bound = h.norm(dim=1).mul_(h_part).add_(residual.norm(dim=1), alpha=1.001 * self.hat_norm)
+        return approx, bound.add_(1e-6)
 
     def argmax(self, h: Tensor, approx: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
         """The fp32 argmax (lowest id among equals) of each row and its fp32 logit.

@@ -68,15 +68,16 @@ def test_encoder_and_logits_match_transformers(pair):
     assert torch.allclose(logits, ref.logits, atol=1e-4)
 
 
-@pytest.mark.parametrize("beams,early", [(1, True), (4, True), (4, False)])
-def test_generate_is_token_identical(pair, beams, early):
+@pytest.mark.parametrize("beams,early,screen", [(1, True, False), (1, True, True), (4, True, False), (4, False, False)])
+def test_generate_is_token_identical(pair, beams, early, screen):
     hf, zoo, _ = pair
     x = features()
     gc = GenerationConfig(decoder_start_token_id=START, eos_token_id=EOS, pad_token_id=EOS, max_new_tokens=NEW,
                           num_beams=beams, do_sample=False, length_penalty=1.0, early_stopping=early)
     with torch.no_grad():
         ref = hf.generate(x, generation_config=gc).tolist()
-    ours = zoo.generate({"audio": x}, options=DecodingOptions(beam_size=beams, max_len=NEW, early_stopping=early))
+    opts = DecodingOptions(beam_size=beams, max_len=NEW, early_stopping=early, vocab_screen=screen)  # screen: int8
+    ours = zoo.generate({"audio": x}, options=opts)
     for row, hyp in zip(ref, ours["text"]):
         while row and row[-1] == EOS:  # transformers pads finished rows with pad_token_id (= EOS here)
             row.pop()
