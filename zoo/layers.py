@@ -55,7 +55,8 @@ def few_row_linear(owner: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | N
     51,865-token vocabulary: 9.3 -> 3.4 ms), 2-12 rows against a vocabulary as ``W @ x^T``
     (4 rows: 13.5 -> 6.0 ms), and so do 2-8 rows against the layers of a Whisper-tiny decoder (the 24
     products of a step, 2 threads, weights evicted: 2 rows 6.6 -> 3.7 ms, 4 rows 9.0 -> 3.9 ms, 8 rows
-    7.1 -> 6.1 ms; 12 rows are slower that way). Exact fp32 either way (only the summation order
+    7.1 -> 6.1 ms; 12 rows are slower that way; layers under 2^17 weights, e.g. d=144, gain nothing
+    and keep ``F.linear``). Exact fp32 either way (only the summation order
     differs). Training, GPUs and other shapes take ``F.linear``. The transposed copy is cached on
     ``owner`` and rebuilt when the weight changes.
     """
@@ -73,7 +74,7 @@ def few_row_linear(owner: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | N
     elif out_f >= 4096:
         y = torch.stack((weight @ flat.T).unbind(1))  # 4x faster than .T.contiguous() at (51865, 8)
         y = y if bias is None else y + bias
-    elif 2 <= rows <= 8:
+    elif 2 <= rows <= 8 and out_f * in_f >= 1 << 17:  # small layers: F.linear's lower overhead wins
         y = (weight @ flat.T if bias is None else torch.addmm(bias[:, None], weight, flat.T)).T.contiguous()
     else:
         return F.linear(x, weight, bias)
