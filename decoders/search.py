@@ -4,7 +4,9 @@ frozen :class:`DecodingOptions` and small strategy classes that drive a decoder 
 finished utterances; see ``decoders.transformer_decoder.DecoderState``).
 
 - :class:`GreedySearch`: argmax (or sampling at ``temperature > 0``); rows that emit EOS leave the
-  batch, so later steps run on fewer rows.
+  batch, so later steps run on fewer rows. ``vocab_screen=True`` (CPU) finds the same argmax through
+  an int8 screen of the vocabulary plus fp32 rescoring (``decoders.vocab_screen``); the scores'
+  log-normaliser then comes from the int8 logits (off by at most the screen's error bound).
 - :class:`BeamSearch`: batched over utterances x beams. Each step takes the top ``2k`` of an
   utterance's ``k x V`` continuations; EOS candidates among the first ``k`` become finished
   hypotheses, the best ``k`` others keep running (fairseq; transformers v5 ``_beam_search``). An

@@ -15,6 +15,9 @@ Built for fast incremental decoding:
   (``zoo.layers.few_row_linear``: exact fp32, ~2x faster for the vocabulary projection and the
   wide layers), and read cross-attention keys/values stored as ``(head_dim, T)`` by two plain
   products (:func:`cross_attend`);
+- ``DecodingOptions(vocab_screen=True)`` (greedy, CPU) takes the argmax through an int8 screen of the
+  vocabulary with a proven error bound and rescores only the candidates in fp32
+  (``decoders.vocab_screen``: same tokens, a quarter of the vocabulary bytes per step);
 - ``DecodingOptions(compile=True)`` switches to fixed shapes (full-length masked self-attention,
   no row dropping) and ``torch.compile``s the one-token step (CUDA graphs on GPU).
 
