@@ -189,6 +189,7 @@ class CrossAttention(nn.Module):
             weights = self.kv.weight.chunk(2)
             biases = (None, None) if self.kv.bias is None else self.kv.bias.chunk(2)
             for kv, w, b in zip(out, weights, biases):
+                b = None if b is None or not bool(b.any()) else b  # Whisper's zero key bias: skip its broadcast copy
                 for i, m in enumerate(memory):
                     if b is None:
                         torch.mm(w, m.T, out=kv[i])

@@ -66,7 +66,7 @@ class VocabScreen:
         try:
             screen = cls(weight, bias)
             ok = screen._self_check()
-        except RuntimeError as err:  # an op missing from this torch build
+        except (RuntimeError, AttributeError) as err:  # an op missing from this torch build (or removed)
             warnings.warn(f"vocab_screen disabled: int8 product unavailable ({err}); decoding uses fp32 logits")
             return None
         del screen._w_hat

@@ -93,3 +93,18 @@ def test_screen_is_declined_where_it_cannot_help_and_options_are_checked():
         DecodingOptions(beam_size=2, vocab_screen=True)
     with pytest.raises(ValueError, match="vocab_screen speeds up plain greedy"):
         DecodingOptions(temperature=0.5, vocab_screen=True)
+
+
+def test_screen_falls_back_with_a_warning_when_int8_tensors_are_gone(monkeypatch):
+    """torch deprecates quantized tensors: once they are removed, decoding warns and keeps fp32 logits."""
+    def removed(*args, **kwargs):
+        raise RuntimeError("quantize_per_channel was removed")
+
+    monkeypatch.setattr(torch, "quantize_per_channel", removed)
+    with pytest.warns(UserWarning, match="vocab_screen disabled"):
+        assert VocabScreen.build(torch.randn(100, 8)) is None
+    dec = transformer_decoder(300, dim=16, heads=2, layers=1).eval()
+    memory = Features(torch.randn(2, 5, 16))
+    with pytest.warns(UserWarning, match="vocab_screen disabled"):
+        got = dec.decode(memory, DecodingOptions(max_len=6, vocab_screen=True))
+    assert [h.tokens for h in got] == [h.tokens for h in dec.decode(memory, DecodingOptions(max_len=6))]
