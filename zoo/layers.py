@@ -56,9 +56,9 @@ def few_row_linear(owner: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | N
     (4 rows: 13.5 -> 6.0 ms), and so do 2-8 rows against the layers of a Whisper-tiny decoder (the 24
     products of a step, 2 threads, weights evicted: 2 rows 6.6 -> 3.7 ms, 4 rows 9.0 -> 3.9 ms, 8 rows
     7.1 -> 6.1 ms; 12 rows are slower that way; layers under 2^17 weights, e.g. d=144, gain nothing
-    and keep ``F.linear``). Exact fp32 either way (only the summation order
-    differs). Training, GPUs and other shapes take ``F.linear``. The transposed copy is cached on
-    ``owner`` and rebuilt when the weight changes.
+    and keep ``F.linear``). Exact fp32 either way (only the summation order differs). Training, GPUs
+    and other shapes take ``F.linear``. The transposed copy is cached on ``owner`` and rebuilt when
+    the weight changes.
     """
     out_f, in_f = weight.shape
     rows = x.numel() // in_f if in_f else 0
