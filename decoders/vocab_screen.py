@@ -19,8 +19,9 @@ exactly. With ``w^_v = s_v q_v`` and ``r = h - s k``,
 (Cauchy-Schwarz), plus a slack for fp32 rounding. Every token outside the top ``k`` approximate
 logits scores at most (k-th approximate logit + bound); when the best fp32-rescored candidate beats
 that strictly, it is the argmax. Rows where it does not (near-ties at the bound's scale) rescore 32x
-as many candidates, then, if still unsettled, take the full fp32 product. At construction the screen checks fbgemm against an exact float64 product of the
-same integers and disables itself (``build`` returns None) if they disagree.
+as many candidates, then, if still unsettled, take the full fp32 product. At construction the screen
+checks fbgemm against an exact float64 product of the same integers (``exact``); ``build`` returns
+None, with a warning, if they disagree.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class VocabScreen:
         self.norm = float(w.norm(dim=1).max())
         self.pin = w.new_zeros(1, w.shape[1])  # times the grid step: -63 and 64 steps, fbgemm's range
         self.pin[0, 0], self.pin[0, 1] = ACT_LOW, ACT_HIGH
-        self._w_hat = w_hat  # only for the self-check below
+        self.exact = self._self_check(w_hat)  # fbgemm's product equals the integer product (else build -> None)
 
     @classmethod
     def build(cls, weight: Tensor, bias: Tensor | None = None) -> VocabScreen | None:
@@ -65,22 +66,20 @@ class VocabScreen:
             return None
         try:
             screen = cls(weight, bias)
-            ok = screen._self_check()
         except (RuntimeError, AttributeError) as err:  # an op missing from this torch build (or removed)
             warnings.warn(f"vocab_screen disabled: int8 product unavailable ({err}); decoding uses fp32 logits")
             return None
-        del screen._w_hat
-        if not ok:
+        if not screen.exact:
             warnings.warn("vocab_screen disabled: fbgemm's int8 product did not match the exact integer product; "
                           "decoding uses fp32 logits")
             return None
         return screen
 
-    def _self_check(self) -> bool:
+    def _self_check(self, w_hat: Tensor) -> bool:
         h = torch.randn(3, self.weight.shape[1], generator=torch.Generator().manual_seed(0))
         approx, _, grid = self._approx(h)
-        exact = grid.double() @ self._w_hat.T
-        scale = grid.double().abs() @ self._w_hat.abs().T  # sum |w^||x^|: the size the products' rounding scales with
+        exact = grid.double() @ w_hat.T
+        scale = grid.double().abs() @ w_hat.abs().T  # sum |w^||x^|: the size the products' rounding scales with
         return bool(((approx.double() - exact).abs() <= 1e-5 * scale + 1e-30).all())
 
     def _approx(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
