@@ -8,7 +8,9 @@ folder holds ``medusa-subtitle.safetensors`` (``python -m recipes.asr_subtitle.t
 model kinds: shared/cascaded (the AR *subtitle* head drafted from the verbatim CTC head, across heads)
 and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC branch, same
 tokenizer). Every speculative output is checked token for token against plain greedy. Batches of 1
-and 8 utterances, sorted by length, fp32, best of ``--repeats``.
+and 8 utterances, sorted by length, fp32. Plain greedy and each drafter run in turn, ``--repeats`` rounds
+after a warm-up, so that the VM's drifts in speed hit them alike: the table gives each one's best time,
+the speed-up of the best times, and the median of the speed-ups paired within a round.
 
     .venv/bin/python benchmarks/speculative_asr.py --model runs/asr-tiny/model [--limit 96] [--threads 1] [--draft-k 8]
     python benchmarks/speculative_asr.py --model DIR --device cuda --out DIR/speculative_asr.json   # fp32 on the GPU
@@ -19,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.speculative import timed  # noqa: E402  (best of N, with the last output)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,6 +55,22 @@ def heads(model, target: str) -> tuple:
     return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
 
 
+def interleaved(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
+    """Run every function once (warm-up), then ``repeats`` rounds of all of them in turn, so that the VM's
+    drifts in speed hit each alike. Returns each one's last output, best time, and its median ratio to the
+    first function's time in the same round (a paired speed-up)."""
+    outs = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    base = times[next(iter(fns))]
+    paired = {name: statistics.median(b / t for b, t in zip(base, ts)) for name, ts in times.items()}
+    return outs, {name: min(ts) for name, ts in times.items()}, paired
+
+
 @torch.inference_mode()
 def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3,
         draft_k: int = 8) -> list[dict]:
@@ -60,21 +79,13 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
     from decoders.speculative import speculative_decode
 
     ar, ctc, vtok, ttok = heads(model, target)
-    plain, t_plain = timed(lambda: [h for b in batches for h in decode(ar, b["target"], DecodingOptions(max_len=max_len))],
-                           repeats)
-    tokens = sum(len(h.tokens) for h in plain)
-    rows = [dict(drafter="plain greedy", seconds=round(t_plain, 3), speedup=1.0, tokens_per_pass=1.0, identical=True,
-                 tokens_per_s=round(tokens / t_plain, 1))]
+
     def copy(b: dict):
         if target == "verbatim":  # same vocabulary: copy token ids, no text round trip
             return TokenCopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), k=draft_k)
         return CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok, k=draft_k)
 
-    drafters = {"copy (CTC hypothesis)": (copy, "constant"),
-                "copy (CTC hypothesis), heuristic draft length": (copy, "heuristic")}
-    if medusa is not None:
-        drafters["Medusa-1 heads"] = (lambda b: medusa, "constant")
-    for name, (make, schedule) in drafters.items():
+    def speculative(make, schedule):
         def go():
             hyps, stats = [], []
             for b in batches:
@@ -84,11 +95,23 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
                 stats.append(s)
             row_rounds = sum(len(s.accepted) for s in stats)
             return hyps, sum(sum(s.accepted) for s in stats) / row_rounds, sum(s.verified for s in stats) / row_rounds
-        (hyps, per_pass, slots), t = timed(go, repeats)
-        rows.append(dict(drafter=name, seconds=round(t, 3), speedup=round(t_plain / t, 2),
-                         tokens_per_pass=round(per_pass, 2), positions_per_pass=round(slots, 2),
-                         identical=[h.tokens for h in hyps] == [h.tokens for h in plain],
-                         tokens_per_s=round(tokens / t, 1)))
+        return go
+
+    fns = {"plain greedy": lambda: ([h for b in batches for h in decode(ar, b["target"], DecodingOptions(max_len=max_len))],
+                                    1.0, 1.0),
+           "copy (CTC hypothesis)": speculative(copy, "constant"),
+           "copy (CTC hypothesis), heuristic draft length": speculative(copy, "heuristic")}
+    if medusa is not None:
+        fns["Medusa-1 heads"] = speculative(lambda b: medusa, "constant")
+    outs, best, paired = interleaved(fns, repeats)
+    plain = outs["plain greedy"][0]
+    tokens = sum(len(h.tokens) for h in plain)
+    rows = []
+    for name, (hyps, per_pass, slots) in outs.items():
+        rows.append(dict(drafter=name, seconds=round(best[name], 3), speedup=round(best["plain greedy"] / best[name], 2),
+                         paired_speedup=round(paired[name], 2), tokens_per_pass=round(per_pass, 2),
+                         positions_per_pass=round(slots, 2), identical=[h.tokens for h in hyps] == [h.tokens for h in plain],
+                         tokens_per_s=round(tokens / best[name], 1)))
     return rows
 
 
@@ -126,14 +149,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load_split(corpus_splits(args.model, args.corpus)["test_unseen"])[: args.limit]
     result = dict(model=args.model, head=target, utterances=len(rows), threads=args.threads, draft_k=args.draft_k,
                   device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", batches={})
-    print("| batch | drafter | s | speed-up | tokens per pass | positions verified per pass | tokens/s | identical |\n"
-          "|---:|---|---:|---:|---:|---:|---:|---|")
+    print("| batch | drafter | s | speed-up | paired speed-up | tokens per pass | positions verified per pass | tokens/s | identical |\n"
+          "|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for batch_size in (1, 8):
         table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
                     draft_k=args.draft_k)
         result["batches"][batch_size] = table
         for r in table:
-            print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "
+            print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['paired_speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "
                   f"{r.get('positions_per_pass', 1.0):.2f} | {r['tokens_per_s']:.0f} | {'yes' if r['identical'] else 'NO'} |", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
