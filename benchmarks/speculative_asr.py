@@ -4,7 +4,8 @@ On held-out-voice utterances (``test_unseen``), the encoders run once per batch 
 head then decodes greedily (a) plainly, (b) with CopySpec drafts from a CTC hypothesis of the same
 audio (its greedy CTC decode is timed as part of the drafter), with a fixed draft length ``--draft-k`` and
 with transformers' "heuristic" per-row schedule (+2 / -1), (c) with Medusa-1 heads if the model
-folder holds ``medusa-subtitle.safetensors`` (``python -m recipes.asr_subtitle.train_medusa``). Two
+folder holds ``medusa-<head>.safetensors`` (``python -m recipes.asr_subtitle.train_medusa --head <head>``),
+alone and as the fallback of rows the copy leaves empty (``FallbackDrafter``). Two
 model kinds: shared/cascaded (the AR *subtitle* head drafted from the verbatim CTC head, across heads)
 and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC branch, same
 tokenizer). Every speculative output is checked token for token against plain greedy. Batches of 1
@@ -74,7 +75,7 @@ def interleaved(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
 @torch.inference_mode()
 def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3,
         draft_k: int = 8) -> list[dict]:
-    from decoders.drafters import CopyDrafter, TokenCopyDrafter
+    from decoders.drafters import CopyDrafter, FallbackDrafter, TokenCopyDrafter
     from decoders.search import DecodingOptions, decode
     from decoders.speculative import speculative_decode
 
@@ -103,6 +104,8 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
            "copy (CTC hypothesis), heuristic draft length": speculative(copy, "heuristic")}
     if medusa is not None:
         fns["Medusa-1 heads"] = speculative(lambda b: medusa, "constant")
+        fns["copy, Medusa-1 heads where the copy has none"] = speculative(
+            lambda b: FallbackDrafter(copy(b), medusa), "constant")
     outs, best, paired = interleaved(fns, repeats)
     plain = outs["plain greedy"][0]
     tokens = sum(len(h.tokens) for h in plain)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"{args.model} has heads {types}; this benchmark needs a CTC verbatim head and an AR subtitle "
                          "head (the shared or cascaded presets) or a hybrid CTC/attention verbatim head")
     medusa = None
-    if target == "subtitle" and (Path(args.model) / f"medusa-{target}.safetensors").is_file():
+    if (Path(args.model) / f"medusa-{target}.safetensors").is_file():
         from recipes.asr_subtitle.train_medusa import load_medusa
 
         medusa = load_medusa(args.model, model, target)

@@ -9,7 +9,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.drafters import CopyDrafter, EarlyExitDrafter, MedusaHeads, TokenCopyDrafter, train_drafter
+from decoders.drafters import (
+    CopyDrafter,
+    EarlyExitDrafter,
+    FallbackDrafter,
+    MedusaHeads,
+    TokenCopyDrafter,
+    train_drafter,
+)
 from decoders.search import DecodingOptions
 from decoders.speculative import speculative_decode
 from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
@@ -93,7 +100,7 @@ def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 8]), kind=st.sampled_from(
-    ["random", "oracle", "ragged", "medusa", "early_exit"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
+    ["random", "oracle", "ragged", "medusa", "early_exit", "fallback"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
     max_len=st.integers(1, 24), schedule=st.sampled_from(["constant", "heuristic"]))
 def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule):
     dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
@@ -103,7 +110,9 @@ def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, sched
                "oracle": lambda: NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
                "ragged": lambda: RaggedOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
                "medusa": lambda: perturb(MedusaHeads(dec, k), seed),
-               "early_exit": lambda: perturb(EarlyExitDrafter(dec, 1 + seed % 2, k), seed)}[kind]()
+               "early_exit": lambda: perturb(EarlyExitDrafter(dec, 1 + seed % 2, k), seed),
+               "fallback": lambda: FallbackDrafter(RaggedOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
+                                                   perturb(MedusaHeads(dec, 1 + seed % 3), seed))}[kind]()
     spec = dec.decode(mem, DecodingOptions(**base, draft=drafter, draft_schedule=schedule))
     assert_same(plain, spec)
 
@@ -200,13 +209,57 @@ def test_drafters_train_on_a_frozen_decoder(kind):
     assert_same(dec.decode(mem, DecodingOptions(max_len=20)), dec.decode(mem, DecodingOptions(max_len=20, draft=drafter)))
 
 
-def test_train_medusa_recipe_saves_and_loads(tmp_path):
-    from recipes.asr_subtitle.train_medusa import EncodedBatches, fit_medusa, load_medusa, save_medusa
+def test_fallback_drafter_fills_only_the_rows_the_first_leaves_empty():
+    class Fixed:
+        def __init__(self, k, drafts):
+            self.k, self.drafts, self.calls = k, drafts, 0
 
+        def propose(self, ctx):
+            self.calls += 1
+            return self.drafts
+
+    first, second = Fixed(3, [[], [5, 6, 7], []]), Fixed(2, torch.tensor([[1, 2], [3, 4], [8, 9]]))
+    chained = FallbackDrafter(first, second)
+    assert chained.k == 3
+    assert chained.propose(None) == [[1, 2], [5, 6, 7], [8, 9]]
+    full = FallbackDrafter(Fixed(2, [[4], [5]]), second)
+    assert full.propose(None) == [[4], [5]] and second.calls == 1   # no empty row: the fallback does not run
+
+
+def toy_subtitle_model():
     spec = ModelSpec({"text": Node("token_embedding", input="src", vocab_size=VOCAB, dim=32)},
                      {"subtitle": Node("transformer_decoder", source="text", vocab_size=VOCAB, dim=32, heads=4,
                                        layers=2, max_len=40)})
-    model = spec.build()
+    return spec.build()
+
+
+def test_encoded_batches_start_the_next_epoch_of_a_bucketing_sampler_on_each_pass():
+    from torch.utils.data import DataLoader
+
+    from recipes.asr_subtitle.train_medusa import EncodedBatches, fit_medusa
+    from zoo.data.bucketing import BucketingSampler
+
+    model = toy_subtitle_model()
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(4, VOCAB, (6,), generator=g) for _ in range(8)]
+
+    def collate(items):
+        tokens, lengths = torch.stack(items), torch.full((len(items),), 6)
+        return {"src": tokens, "src_lengths": lengths, "targets": {"subtitle": {"tokens": tokens, "lengths": lengths}}}
+
+    loader = DataLoader(rows, batch_sampler=BucketingSampler([1.0] * 8, max_duration=4.0, seed=0), collate_fn=collate)
+    batches = EncodedBatches(model, "subtitle", loader)
+    passes = [sorted(torch.cat([t["tokens"] for _, t in batches]).flatten().tolist()) for _ in range(3)]
+    assert passes[0] == passes[1] == passes[2] == sorted(torch.stack(rows).flatten().tolist())  # every row, every epoch
+    assert loader.batch_sampler.epoch == 2
+    _, losses = fit_medusa(model, "subtitle", batches, heads=2, steps=9, lr=3e-3)     # more steps than an epoch holds
+    assert len(losses) == 9
+
+
+def test_train_medusa_recipe_saves_and_loads(tmp_path):
+    from recipes.asr_subtitle.train_medusa import EncodedBatches, fit_medusa, load_medusa, save_medusa
+
+    model = toy_subtitle_model()
     g = torch.Generator().manual_seed(0)
     loader = []
     for _ in range(2):

@@ -1,6 +1,7 @@
 """Train Medusa-1 draft heads (Cai et al., 2024, §2.2.1) for a saved model's AR text head; the decoder
 and encoders stay frozen (bit-identical), only the heads learn. Head i predicts token t+i+2 from the
-hidden state at t (the decoder itself predicts t+1), on the training text (teacher forcing).
+hidden state at t (the decoder itself predicts t+1), on the training text (teacher forcing). A hybrid
+CTC/attention head (``asr_hybrid_*``, ``asr_maskctc_*``) trains heads for its attention decoder.
 
     python -m recipes.asr_subtitle.train_medusa --model runs/asr-tiny/model [--head subtitle] [--heads 4]
         [--steps 1000] [--lr 1e-3] [--max-duration 60]
@@ -21,18 +22,37 @@ import torch
 from decoders.drafters import MedusaHeads, train_drafter
 from zoo.contract import select_rows
 
-__all__ = ["EncodedBatches", "fit_medusa", "load_medusa", "main", "save_medusa"]
+__all__ = ["EncodedBatches", "ar_decoder", "fit_medusa", "load_medusa", "main", "save_medusa"]
+
+
+def ar_decoder(model, head: str):
+    """The AR transformer decoder of ``model``'s head ``head``: the head itself, or a hybrid's attention branch
+    (``model`` may also be the decoder itself)."""
+    decoders = getattr(model, "decoders", None)
+    if decoders is not None and head not in decoders:
+        raise KeyError(f"unknown head '{head}'; this model has heads {list(decoders)}")
+    decoder = model if decoders is None else decoders[head]
+    decoder = getattr(decoder, "attention", decoder)
+    if not hasattr(decoder, "blocks") or not hasattr(decoder, "teacher_forcing"):
+        raise TypeError(f"head '{head}' is a {type(decoder).__name__}; Medusa heads need an AR transformer_decoder")
+    return decoder
 
 
 class EncodedBatches:
-    """Re-iterable (memory, targets) pairs of one head: a model's frozen encoders run on each batch."""
+    """Re-iterable (memory, targets) pairs of one head: a model's frozen encoders run on each batch. Each
+    pass after the first starts the next epoch of a loader whose batch sampler serves one epoch at a time
+    (``zoo.data.bucketing.BucketingSampler``, resumable mid-epoch)."""
 
     def __init__(self, model, head: str, loader: Iterable[dict]):
         if head not in model.decoders:
             raise KeyError(f"unknown head '{head}'; this model has heads {list(model.decoders)}")
-        self.model, self.head, self.loader = model, head, loader
+        self.model, self.head, self.loader, self.passes = model, head, loader, 0
 
     def __iter__(self):
+        sampler = getattr(self.loader, "batch_sampler", None)
+        if self.passes and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(sampler.epoch + 1)
+        self.passes += 1
         src = self.model.spec_decoders[self.head]["source"]
         needed = set(src) if isinstance(src, list) else {src}
         for batch in self.loader:
@@ -51,9 +71,7 @@ class EncodedBatches:
 def fit_medusa(model, head: str, batches: Iterable, heads: int = 4, layers: int = 1, steps: int = 1000,
                lr: float = 1e-3) -> tuple[MedusaHeads, list[float]]:
     """Medusa heads for ``model.decoders[head]`` trained on ``batches`` (EncodedBatches or pairs)."""
-    decoder = model.decoders[head] if hasattr(model, "decoders") else model
-    if not hasattr(decoder, "blocks") or not hasattr(decoder, "teacher_forcing"):
-        raise TypeError(f"head '{head}' is a {type(decoder).__name__}; Medusa heads need an AR transformer_decoder")
+    decoder = ar_decoder(model, head)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -81,7 +99,7 @@ def load_medusa(folder: str | Path, model, head: str = "subtitle") -> MedusaHead
         raise FileNotFoundError(f"{cfg_path} not found; train the heads first: "
                                 f"python -m recipes.asr_subtitle.train_medusa --model {folder} --head {head}")
     cfg = json.loads(cfg_path.read_text())
-    medusa = MedusaHeads(model.decoders[head], cfg["heads"], cfg["layers"])
+    medusa = MedusaHeads(ar_decoder(model, head), cfg["heads"], cfg["layers"])
     path = folder / f"medusa-{head}.safetensors"
     load_weights(medusa, load_state_dict(path, "cpu"), strict=True, source=str(path))
     return medusa.eval()
@@ -91,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from recipes.asr_subtitle.data import SpeechTextDataset, collate, load_split
-    from recipes.asr_subtitle.train import DataConfig, corpus
+    from recipes.asr_subtitle.evaluate import corpus_splits
     from zoo.data.bucketing import BucketingSampler
     from zoo.graph import ZooModel
 
@@ -103,13 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per batch")
-    parser.add_argument("--corpus", default=None, help="corpus root (default: the cached default corpus)")
+    parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the corpus of the training run's "
+                        "config.yaml beside the model directory, else the default corpus)")
     args = parser.parse_args(argv)
     model = ZooModel.from_pretrained(args.model)
     tokenizer = model.tokenizer(args.head)
     if tokenizer is None:
         raise ValueError(f"{args.model} stores no tokenizer for head '{args.head}' (meta['tokenizers'])")
-    rows = load_split(corpus(DataConfig(root=args.corpus))["train"])
+    rows = load_split(corpus_splits(args.model, args.corpus)["train"])
     dataset = SpeechTextDataset(rows, {args.head: tokenizer})
     sampler = BucketingSampler([r["duration"] for r in rows], args.max_duration, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
