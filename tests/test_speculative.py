@@ -209,6 +209,22 @@ def test_drafters_train_on_a_frozen_decoder(kind):
     assert_same(dec.decode(mem, DecodingOptions(max_len=20)), dec.decode(mem, DecodingOptions(max_len=20, draft=drafter)))
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_medusa_batched_proposals_equal_the_heads_one_by_one(layers):
+    from types import SimpleNamespace
+
+    dec = random_decoder(2)
+    medusa = perturb(MedusaHeads(dec, 4, layers), 3)
+    hidden = torch.randn(8, dec.dims.dim, generator=torch.Generator().manual_seed(0))
+    for max_draft in (4, 2):
+        ctx = SimpleNamespace(decoder=dec, hidden=hidden, max_draft=max_draft)
+        with torch.no_grad():
+            assert torch.equal(medusa.propose(ctx), medusa(dec, hidden)[:, :max_draft].argmax(-1))
+    with torch.no_grad():                                   # weights changed in place: the stacked copy follows
+        medusa.out[1].weight.mul_(-1.0)
+        assert torch.equal(medusa.propose(ctx), medusa(dec, hidden)[:, :2].argmax(-1))
+
+
 def test_fallback_drafter_fills_only_the_rows_the_first_leaves_empty():
     class Fixed:
         def __init__(self, k, drafts):
