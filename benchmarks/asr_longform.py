@@ -30,7 +30,8 @@ def worker(args) -> None:
     """Transcribe one file in this process and print one JSON line (peak RSS covers only this run)."""
     import torch
 
-    from recipes.asr_subtitle.transcribe import LongFormOptions, boundaries_error, folder_lm, transcribe
+    from recipes.asr_subtitle.transcribe import LongFormOptions, folder_lm, transcribe
+    from recipes.asr_subtitle.words import boundaries_error
     from zoo import metrics
     from zoo.graph import ZooModel
     from zoo.subtitles import parse_srt

@@ -137,10 +137,9 @@ def long_form(model, reference: Path, chunk_s: float, context_s: float, batch_si
         AudioSource,
         LongFormOptions,
         buffered_ctc_path,
-        ctc_words,
         segment_batches,
-        split_segments,
     )
+    from recipes.asr_subtitle.words import ctc_words, split_segments
     from zoo import metrics
 
     info = json.loads(reference.read_text())

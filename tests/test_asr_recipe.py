@@ -12,15 +12,11 @@ from recipes.asr_subtitle.transcribe import (
     AudioSource,
     LongFormOptions,
     buffered_ctc_path,
-    ctc_words,
-    extend_edges,
-    own_words,
     redecode_segments,
     segment_batches,
-    span_words,
-    split_segments,
     transcribe,
 )
+from recipes.asr_subtitle.words import ctc_words, extend_edges, own_words, span_words, split_segments
 from zoo import ZooModel, create_model
 from zoo.subtitles import Word
 from zoo.tokenizers import CharTokenizer, train_tokenizer

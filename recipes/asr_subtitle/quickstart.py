@@ -7,7 +7,8 @@ from pathlib import Path
 
 from recipes.asr_subtitle import evaluate, train
 from recipes.asr_subtitle.corpus import build_longform
-from recipes.asr_subtitle.transcribe import boundaries_error, transcribe
+from recipes.asr_subtitle.transcribe import transcribe
+from recipes.asr_subtitle.words import boundaries_error
 from zoo.config import load_config
 from zoo.graph import ZooModel
 from zoo.subtitles import parse_srt

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from recipes.asr_subtitle.words import ctc_words, extend_edges, own_words, span_words, split_segments
 from zoo.data.audio import check_waveform, load_audio
 from zoo.subtitles import CueOptions, Word, write_transcript
 
@@ -176,55 +176,6 @@ def buffered_ctc_path(model, source: AudioSource, head: str = "verbatim",
     return np.concatenate(pieces), shift
 
 
-def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap_s: float | None = None) -> list[Word]:
-    """Words with times from a best path: a word spans its first to last character emission.
-
-    A character emitted more than ``max_gap_s`` after the previous one starts a new word even without a
-    space: a small model often runs the last word of one sentence into the first of the next across a
-    pause, and the pause, not the missing space, is where a subtitle cue must end."""
-    path = np.asarray(path)
-    starts = np.flatnonzero(np.r_[len(path) > 0, path[1:] != path[:-1]])  # one run of equal frames per emission
-    ends = np.r_[starts[1:], len(path)]
-    keep = path[starts] != blank
-    spans = [(s * shift, e * shift) for s, e in zip(starts[keep].tolist(), ends[keep].tolist())]
-    return span_words(path[starts[keep]].tolist(), spans, tokenizer, max_gap_s)
-
-
-def span_words(tokens: Sequence[int], spans: Sequence[tuple[float, float]], tokenizer,
-               max_gap_s: float | None = None) -> list[Word]:
-    """Words from tokens with (start, end) seconds each (a best path's runs, or a beam-search hypothesis
-    Viterbi-aligned), split at spaces and at pauses longer than ``max_gap_s``."""
-    space = tokenizer.encode(" ")[0] if hasattr(tokenizer, "symbols") else None
-    words, chars, start, end = [], [], None, None
-    for tok, (t0, t1) in zip(tokens, spans):
-        if tok == space or (chars and max_gap_s is not None and t0 - end > max_gap_s):
-            if chars:
-                words.append(Word(tokenizer.decode(chars), start, end))
-            chars, start = [], None
-        if tok != space:
-            chars.append(tok)
-            start = t0 if start is None else start
-            end = t1
-    if chars:
-        words.append(Word(tokenizer.decode(chars), start, end))
-    return words
-
-
-def split_segments(words: Sequence[Word], max_pause_s: float,
-                   max_segment_s: float = float("inf")) -> list[list[Word]]:
-    """Consecutive words grouped at pauses longer than ``max_pause_s``; a segment that would outgrow
-    ``max_segment_s`` ends before the word that would make it so (speech without pauses still decodes
-    in bounded pieces)."""
-    segments: list[list[Word]] = []
-    for w in words:
-        last = segments[-1] if segments else None
-        if last and w.start - last[-1].end <= max_pause_s and w.end - last[0].start <= max_segment_s:
-            last.append(w)
-        else:
-            segments.append([w])
-    return segments
-
-
 def segment_batches(source: AudioSource, segments: Sequence[Sequence[Word]], opts: LongFormOptions
                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Batches of consecutive segments' audio (``segment_pad_s`` each side): first samples, padded audio
@@ -308,43 +259,6 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
             out[target] = [[Word(w.text, w.start + offset, w.end + offset) for w in own_words(piece, lo, hi)]
                            for piece in pieces]
     return [piece for pieces in out for piece in pieces]
-
-
-def own_words(words: Sequence[Word], lo: float, hi: float) -> list[Word]:
-    """The words whose centre lies in [lo, hi), their times clipped to it."""
-    return [Word(w.text, max(w.start, lo), min(w.end, hi)) for w in words if lo <= (w.start + w.end) / 2 < hi]
-
-
-def extend_edges(segments: Sequence[Sequence[Word]], speech: np.ndarray, shift: float, start_min: float,
-                 end_min: float, max_s: float) -> list[list[Word]]:
-    """Move each segment's end past the frames after its last character whose speech posterior
-    (1 - P(blank), ``speech``, one per frame of the segment's own pass) stays >= ``end_min``, and its start
-    back over the frames before its first character that stay >= ``start_min`` (0: that edge stays), each by
-    at most ``max_s`` and never into a neighbouring segment. A small model often writes a word's first sounds
-    and drops the rest ("frogs" -> "fr"), or drops a first vowel ("okay" -> "kay"); the frames it heard but
-    did not write still carry non-blank mass, and a cue cut at its written characters is late to start or
-    early to end (BENCHMARKS.md, long-form section)."""
-    out: list[list[Word]] = []
-    for i, seg in enumerate(segments):
-        first, last = seg[0], seg[-1]
-        start, end = first.start, last.end
-        if end_min > 0:
-            limit = segments[i + 1][0].start if i + 1 < len(segments) else len(speech) * shift
-            t, stop = int(round(end / shift)), int(min(limit, end + max_s) / shift + 1e-6)
-            while t < min(stop, len(speech)) and speech[t] >= end_min:
-                t += 1
-            end = max(end, t * shift)
-        if start_min > 0:
-            limit = out[-1][-1].end if out else 0.0
-            t, stop = int(round(start / shift)), int(np.ceil(max(limit, start - max_s) / shift - 1e-6))
-            while t - 1 >= stop and speech[t - 1] >= start_min:
-                t -= 1
-            start = min(start, t * shift)
-        words = [Word(w.text, w.start, w.end) for w in seg]
-        words[0] = Word(first.text, start, words[0].end)
-        words[-1] = Word(words[-1].text, words[-1].start, end)
-        out.append(words)
-    return out
 
 
 @torch.no_grad()
@@ -476,15 +390,3 @@ def add_arguments(p) -> None:
                    "frames after its last character whose non-blank posterior is at least this (0: off)")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
-
-
-def boundaries_error(srt_or_segments, reference_json: str | Path) -> dict[str, float]:
-    """Match every known utterance to the nearest cue start/end; report the errors in seconds."""
-    ref = json.loads(Path(reference_json).read_text())["segments"]
-    starts = np.array([c.start for c in srt_or_segments])
-    ends = np.array([c.end for c in srt_or_segments])
-    start_err = [float(np.min(np.abs(starts - r["start"]))) for r in ref]
-    end_err = [float(np.min(np.abs(ends - r["end"]))) for r in ref]
-    return {"start_median": float(np.median(start_err)), "end_median": float(np.median(end_err)),
-            "start_within_150ms": float(np.mean(np.array(start_err) <= 0.15)),
-            "end_within_150ms": float(np.mean(np.array(end_err) <= 0.15))}
