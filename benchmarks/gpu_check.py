@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.device import autocasts_bf16, move_to_device, pick_device  # noqa: E402
 from zoo.registry import create_model, list_models  # noqa: E402
-from zoo.train import autocasts_bf16, move_to_device, pick_device  # noqa: E402
 
 
 class Bench:

@@ -20,8 +20,8 @@ import torch
 
 from decoders.parallel import MaskPredictOptions
 from decoders.search import DecodingOptions
+from zoo.device import move_to_device
 from zoo.graph import ModelSpec, Node
-from zoo.train import move_to_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VOCAB, LO, HI = 24, 8, 24

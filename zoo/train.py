@@ -10,7 +10,6 @@ optimizer, scheduler, sampler position and every RNG, so on CPU a resumed run en
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import math
 import os
@@ -31,7 +30,9 @@ from torch.utils.data import DataLoader
 from zoo.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from zoo.config import to_dict
 from zoo.data.sampler import ResumableBatchSampler, check_batch_sampler, keyed_batch_loader
+from zoo.device import autocasts_bf16, cpu_has_native_bf16, move_to_device, pick_device
 from zoo.hub import CheckpointError
+from zoo.train_log import CsvLog, plot_training_curves
 
 __all__ = ["TrainConfig", "Trainer", "lr_lambda", "move_to_device", "plot_training_curves", "seed_everything"]
 
@@ -80,73 +81,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda:LOCAL_RANK when CUDA is available, else cpu. A named device must exist here."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here; use cpu (or auto)")
-    return device
-
-
-def autocasts_bf16(precision: str, device: torch.device) -> bool:
-    """``bf16`` autocasts on any device; ``auto`` only on CUDA (fp32 on CPU); ``fp32`` never."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN has bf16 kernels for this CPU (torch's check: AVX512 core, or AMX; AVX512-BF16 makes them
-    fast); elsewhere CPU bf16 autocast falls back to slow reference code."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def move_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, dict):
-        return {k: move_to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-class _CsvLog:
-    """A CSV of dict rows; on resume, rows past the resumed step (written before a crash) are dropped."""
-
-    def __init__(self, path: Path, keep_until: int | None):
-        self.path, self.rows, self.fields = path, [], []
-        if keep_until is not None and path.is_file():
-            with path.open() as handle:
-                reader = csv.DictReader(handle)
-                self.fields = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if int(r["step"]) <= keep_until]
-        self._rewrite()
-
-    def _rewrite(self) -> None:
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.fields)
-            if self.fields:
-                writer.writeheader()
-            writer.writerows(self.rows)
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if any(k not in self.fields for k in row):
-            self.fields += [k for k in row if k not in self.fields]
-            return self._rewrite()
-        with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, self.fields).writerow(row)
 
 
 class Trainer:
@@ -312,8 +246,8 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             keep = self.step if resumed else None
-            self.csv = _CsvLog(self.out_dir / "log.csv", keep)
-            self.eval_csv = _CsvLog(self.out_dir / "eval.csv", keep)
+            self.csv = CsvLog(self.out_dir / "log.csv", keep)
+            self.eval_csv = CsvLog(self.out_dir / "eval.csv", keep)
             self.writer = None
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
@@ -439,25 +373,3 @@ class Trainer:
         if self.config.progress:
             print(f"step {self.step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
         return metrics
-
-
-def plot_training_curves(csv_path: str | Path, png_path: str | Path) -> Path:
-    """Loss (total and per head) and learning rate against step, from a Trainer's log.csv."""
-    from matplotlib.figure import Figure
-
-    with Path(csv_path).open() as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{csv_path} holds no rows to plot")
-    steps = [int(r["step"]) for r in rows]
-    fig = Figure(figsize=(10, 4), layout="tight")
-    ax_loss, ax_lr = fig.subplots(1, 2)
-    for key in [k for k in rows[0] if k == "loss" or k.startswith("loss_")]:
-        values = [float(r[key]) if r[key] not in ("", "nan") else math.nan for r in rows]
-        ax_loss.plot(steps, values, label=key, linewidth=1.5 if key == "loss" else 0.8)
-    ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    ax_loss.legend(fontsize=8)
-    ax_lr.plot(steps, [float(r["lr"]) for r in rows])
-    ax_lr.set(xlabel="step", ylabel="learning rate", title="schedule")
-    fig.savefig(png_path, dpi=100)
-    return Path(png_path)

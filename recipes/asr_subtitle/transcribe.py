@@ -344,8 +344,8 @@ def folder_lm(model_dir: str | Path):
 
 
 def main(args) -> int:
+    from zoo.device import pick_device
     from zoo.graph import ZooModel
-    from zoo.train import pick_device
 
     device = pick_device(args.device)
     cue = CueOptions(max_line_width=args.max_line_width, max_line_count=args.max_line_count)
