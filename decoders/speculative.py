@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from decoders.transformer_decoder import cross_attend
+from decoders.decoder_state import cross_attend
 from zoo.contract import Hypothesis
 
 __all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "run_layers", "speculative_decode"]
