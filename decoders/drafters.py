@@ -251,10 +251,12 @@ def teacher_hidden(decoder, memory, targets: dict[str, Tensor]) -> tuple[list[Te
 
 
 def train_drafter(drafter: nn.Module, decoder: nn.Module, batches: Iterable[tuple[Features, dict]], steps: int,
-                  lr: float = 1e-3) -> list[float]:
+                  lr: float = 1e-3, progress: bool = False) -> list[float]:
     """Train ``drafter.loss`` on a frozen ``decoder`` (eval mode, no gradients); returns the losses.
     ``batches`` (a list or a re-iterable) is run over again and again: (memory, targets) pairs as the
-    decoder's ``forward`` takes them."""
+    decoder's ``forward`` takes them. ``progress`` shows a bar with the running loss."""
+    from tqdm.auto import tqdm
+
     decoder.eval()
     for p in decoder.parameters():
         p.requires_grad_(False)
@@ -262,12 +264,16 @@ def train_drafter(drafter: nn.Module, decoder: nn.Module, batches: Iterable[tupl
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     drafter.train()
     losses = []
+    bar = tqdm(total=steps, desc="drafter", unit="step", disable=not progress)
     for _, (memory, targets) in zip(range(steps), forever(batches)):
         loss = drafter.loss(decoder, memory, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
+    bar.close()
     drafter.eval()
     return losses
 

@@ -69,14 +69,14 @@ class EncodedBatches:
 
 
 def fit_medusa(model, head: str, batches: Iterable, heads: int = 4, layers: int = 1, steps: int = 1000,
-               lr: float = 1e-3) -> tuple[MedusaHeads, list[float]]:
+               lr: float = 1e-3, progress: bool = False) -> tuple[MedusaHeads, list[float]]:
     """Medusa heads for ``model.decoders[head]`` trained on ``batches`` (EncodedBatches or pairs)."""
     decoder = ar_decoder(model, head)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     medusa = MedusaHeads(decoder, heads, layers)
-    return medusa, train_drafter(medusa, decoder, batches, steps, lr)
+    return medusa, train_drafter(medusa, decoder, batches, steps, lr, progress)
 
 
 def save_medusa(medusa: MedusaHeads, folder: str | Path, head: str) -> Path:
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler = BucketingSampler([r["duration"] for r in rows], args.max_duration, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     medusa, losses = fit_medusa(model, args.head, EncodedBatches(model, args.head, loader), args.heads,
-                                args.layers, args.steps, args.lr)
+                                args.layers, args.steps, args.lr, progress=True)
     path = save_medusa(medusa, args.model, args.head)
     print(f"medusa heads: loss {losses[0]:.3f} -> {sum(losses[-20:]) / len(losses[-20:]):.3f}; wrote {path}")
     return 0
