@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from decoders.search import DecodingOptions
-from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
+from decoders.transformer_decoder import KEYS_LAST_MIN_FRAMES, TransformerDecoder, transformer_decoder
 from zoo.contract import Features
 from zoo.registry import create_decoder, create_encoder
 
@@ -160,8 +160,26 @@ def test_keys_last_memory_gives_the_same_logits(bias):
             assert b.is_contiguous() and torch.allclose(a, b.transpose(-1, -2), atol=1e-6)
         noisy_last = dec.memory(Features(noisy, mem.lengths), keys_last=True)
         assert torch.allclose(dec.forward_tokens(tokens, plain), dec.forward_tokens(tokens, noisy_last), atol=1e-5)
-        assert dec.state(mem, max_tokens=5).mem.keys_last  # what decoding on CPU uses
-    assert not dec.state(mem, max_tokens=5).mem.keys_last  # training-time forward keeps SDPA's layout
+        long = Features(torch.randn(2, KEYS_LAST_MIN_FRAMES, mem.x.shape[-1]))
+        assert dec.state(long, max_tokens=5).mem.keys_last  # what decoding a long memory on CPU uses
+        assert not dec.state(mem, max_tokens=5).mem.keys_last  # short memories keep SDPA's layout
+    assert not dec.state(long, max_tokens=5).mem.keys_last  # so does the training-time forward
+
+
+def test_both_memory_layouts_decode_the_same_tokens(monkeypatch):
+    """Greedy and beam search read the memory as (head_dim, T) from KEYS_LAST_MIN_FRAMES frames on, in SDPA's
+    layout below: the same tokens either way, padded frames ignored in both."""
+    import decoders.transformer_decoder as td
+
+    dec = spread(transformer_decoder(vocab_size=40, dim=32, heads=4, layers=2, max_len=32))
+    mem = memory()
+    out = {}
+    for threshold in (0, 10**9):
+        monkeypatch.setattr(td, "KEYS_LAST_MIN_FRAMES", threshold)
+        with torch.no_grad():
+            assert dec.state(mem, max_tokens=5).mem.keys_last == (threshold == 0)
+        out[threshold] = [[h.tokens for h in dec.decode(mem, DecodingOptions(max_len=12, beam_size=k))] for k in (1, 3)]
+    assert out[0] == out[10**9]
 
 
 def test_padded_frames_are_ignored():
