@@ -78,8 +78,8 @@ class MedusaHeads(nn.Module):
         cached until a weight changes."""
         key = tuple((p.data_ptr(), p._version) for p in self.parameters())
         if getattr(self, "_stacked", (None,))[0] != key:
-            blocks = [(torch.stack([b[i].linear.weight for b in self.blocks]), torch.stack([b[i].linear.bias for b in self.blocks]))
-                      for i in range(len(self.blocks[0]))]
+            stack = lambda name, i: torch.stack([getattr(b[i].linear, name) for b in self.blocks])
+            blocks = [(stack("weight", i), stack("bias", i)) for i in range(len(self.blocks[0]))]
             self._stacked = (key, blocks, torch.stack([o.weight for o in self.out]))
         return self._stacked[1], self._stacked[2]
 
