@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=96, help="held-out utterances")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     parser.add_argument("--draft-k", type=int, default=8, help="tokens the copy drafter proposes per round")
     parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the training run's corpus, "
                         "built if missing)")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
                   device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", batches={})
     print("| batch | drafter | s | speed-up | paired speed-up | tokens per pass | positions verified per pass | tokens/s | identical |\n"
           "|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for batch_size in (1, 8):
+    for batch_size in args.batches:
         table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
                     draft_k=args.draft_k)
         result["batches"][batch_size] = table
