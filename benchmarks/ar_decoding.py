@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -79,17 +80,21 @@ def zoo_decode(zoo, hidden: torch.Tensor, beams: int, new_tokens: int, compile: 
     return [h.tokens for h in dec.decode(Features(hidden), opts)]
 
 
-def best_times(fns, repeats: int) -> tuple[list[float], list]:
-    """Best wall time of each function, their runs interleaved so that load drifts hit both alike. Each
-    returns Python lists of token ids, so a CUDA run has finished when its call returns."""
-    outs = [fn() for fn in fns]  # warm-up
-    best = [float("inf")] * len(fns)
+def interleaved(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
+    """Run every function once (warm-up), then ``repeats`` rounds of all of them in turn, so that the VM's
+    drifts in speed hit each alike. Returns each one's last output, best time, and its median ratio to the
+    first function's time in the same round (a paired speed-up). Each function returns Python values (token
+    ids), so a CUDA run has finished when its call returns."""
+    outs = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        for i, fn in enumerate(fns):
+        for name, fn in fns.items():
             t0 = time.perf_counter()
-            outs[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best, outs
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    base = times[next(iter(fns))]
+    paired = {name: statistics.median(b / t for b, t in zip(base, ts)) for name, ts in times.items()}
+    return outs, {name: min(ts) for name, ts in times.items()}, paired
 
 
 def precision_context(device: str, precision: str):
@@ -131,7 +136,8 @@ def main(argv=None) -> dict:
                 screen = beams == 1 and args.device == "cpu" and not args.compile
                 if screen:  # greedy's exact argmax through the int8 vocabulary screen (decoders.vocab_screen)
                     fns.append(lambda h=hidden: zoo_decode(zoo, h, 1, args.new_tokens, screen=True))
-                times, tokens = best_times(fns, args.repeats)
+                outs, best, _ = interleaved(dict(enumerate(fns)), args.repeats)
+                times, tokens = list(best.values()), list(outs.values())
                 n = batch * args.new_tokens
                 r = dict(batch=batch, beams=beams, new_tokens=args.new_tokens, hf_tok_s=n / times[0],
                          zoo_tok_s=n / times[1], speedup=times[0] / times[1], identical=tokens[0] == tokens[1],

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.ar_decoding import interleaved  # noqa: E402  (interleaved best and paired times)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,22 +53,6 @@ def heads(model, target: str) -> tuple:
         tok = model.tokenizer("verbatim")
         return verbatim.attention, verbatim.ctc, tok, tok
     return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
-
-
-def interleaved(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
-    """Run every function once (warm-up), then ``repeats`` rounds of all of them in turn, so that the VM's
-    drifts in speed hit each alike. Returns each one's last output, best time, and its median ratio to the
-    first function's time in the same round (a paired speed-up)."""
-    outs = {name: fn() for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-    base = times[next(iter(fns))]
-    paired = {name: statistics.median(b / t for b, t in zip(base, ts)) for name, ts in times.items()}
-    return outs, {name: min(ts) for name, ts in times.items()}, paired
 
 
 @torch.inference_mode()

@@ -38,8 +38,8 @@ def cross_attend(q: Tensor, mem: Memory, layer: int, dropout: float = 0.0) -> Te
     """Attention of queries q (B, heads, m, head_dim) over layer ``layer`` of the memory.
 
     The standard layout takes ``F.scaled_dot_product_attention``. The ``keys_last`` layout is for the
-    few queries of a CPU decoding step, which must read every key and value of the memory once per
-    step (Whisper-tiny at batch 8: 147 MB a step). There ``q @ K^T`` and ``V^T @ p^T`` with ``K^T`` and
+    few queries of a CPU decoding step over a long memory (``KEYS_LAST_MIN_FRAMES``+ frames), which must
+    read every key and value of the memory once per step (Whisper-tiny at batch 8: 147 MB a step). There ``q @ K^T`` and ``V^T @ p^T`` with ``K^T`` and
     ``V^T`` stored contiguously are plain row-vector and matrix-vector products that MKL streams near
     memory speed: 1.6x faster than SDPA's CPU kernel for one query, as fast at 9, slower from ~16.
     Same maths; only the summation order differs."""

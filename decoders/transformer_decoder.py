@@ -13,8 +13,8 @@ Built for fast incremental decoding:
   dropped from the active batch, so the work shrinks as the batch finishes;
 - decoding steps on CPU multiply their few rows in the fastest operand layout
   (``zoo.layers.few_row_linear``: exact fp32, ~2x faster for the vocabulary projection and the
-  wide layers), and read cross-attention keys/values stored as ``(head_dim, T)`` by two plain
-  products (:func:`cross_attend`);
+  wide layers), and read the cross-attention keys/values of a long memory (Whisper's 1,500 frames)
+  stored as ``(head_dim, T)`` by two plain products (:func:`cross_attend`);
 - ``DecodingOptions(vocab_screen=True)`` (greedy, CPU) takes the argmax through an int8 screen of the
   vocabulary with a proven error bound and rescores only the candidates in fp32
   (``decoders.vocab_screen``: same tokens, a quarter of the vocabulary bytes per step);
@@ -190,10 +190,14 @@ class TransformerDecoder(Decoder):
         self._compiled = None
 
     # --- the network --------------------------------------------------------------------------
-    def memory(self, memory: Features | Sequence[Features], keys_last: bool = False) -> Memory:
+    def memory(self, memory: Features | Sequence[Features], keys_last: bool | None = False) -> Memory:
         """Project the encoder memory (one Features, or ``sources`` of them) to per-layer keys/values;
-        ``keys_last`` stores them in the layout of CPU decoding steps (:func:`cross_attend`)."""
+        ``keys_last`` stores them in the layout of CPU decoding steps (:func:`cross_attend`); None picks
+        it for CPU inference on a memory of ``KEYS_LAST_MIN_FRAMES``+ frames."""
         x, mask = self._concat_sources(memory)
+        if keys_last is None:
+            keys_last = (not torch.is_grad_enabled() and x.device.type == "cpu"
+                         and not torch.is_autocast_enabled("cpu") and x.shape[1] >= KEYS_LAST_MIN_FRAMES)
         kv = [block.cross.project(x, keys_last) for block in self.blocks]
         return Memory([k for k, _ in kv], [v for _, v in kv], mask, keys_last)
 
@@ -272,10 +276,7 @@ class TransformerDecoder(Decoder):
     def state(self, memory: Features | Sequence[Features], max_tokens: int, use_cache: bool = True,
               compile: bool = False) -> DecoderState:
         """Decoding state; on CPU a memory of ``KEYS_LAST_MIN_FRAMES``+ frames is stored ``keys_last``."""
-        frames = sum(f.x.shape[1] for f in (memory if isinstance(memory, (list, tuple)) else [memory]))
-        keys_last = (not torch.is_grad_enabled() and self.embed.weight.device.type == "cpu"
-                     and not torch.is_autocast_enabled("cpu") and frames >= KEYS_LAST_MIN_FRAMES)
-        return DecoderState(self, self.memory(memory, keys_last), max_tokens, use_cache, compile)
+        return DecoderState(self, self.memory(memory, keys_last=None), max_tokens, use_cache, compile)
 
     @torch.no_grad()
     def decode(self, memory: Features | Sequence[Features], options: Any = None):
