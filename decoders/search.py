@@ -18,6 +18,9 @@ finished utterances; see ``decoders.transformer_decoder.DecoderState``).
   ``diversity`` times the number of earlier groups that chose the same token at this step
   (Hamming diversity), and each group keeps its own finished hypotheses.
 
+Greedy search with ``max_active`` (continuous batching: a finished row's place goes to the next
+utterance) and speculative greedy (``draft``) run in ``decoders.speculative``.
+
 Scores are summed token log-probabilities, log-softmax taken *before* suppression (as transformers'
 logits processors do), normalised by the length penalty: ``None`` divides by the number of
 generated tokens, EOS included (whisper's default; transformers' ``length_penalty=1.0``); a float
@@ -57,6 +60,7 @@ class DecodingOptions:
     draft: Any = None                      # a drafter: speculative greedy (decoders.speculative)
     draft_schedule: str = "constant"       # draft length per row: the drafter's k, or "heuristic" (+2 / -1)
     vocab_screen: bool = False             # greedy on CPU: exact argmax via an int8 screen (decoders.vocab_screen)
+    max_active: int | None = None          # greedy: continuous batching, at most this many rows decoded at once
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -79,6 +83,12 @@ class DecodingOptions:
         if self.vocab_screen and (self.beam_size > 1 or self.temperature > 0 or self.draft is not None):
             raise ValueError("vocab_screen speeds up plain greedy argmax only: set beam_size=1, temperature=0 "
                              "and no draft, or vocab_screen=False")
+        if self.max_active is not None and (self.max_active < 1 or self.beam_size > 1 or self.temperature > 0
+                                            or self.compile or not self.use_cache or self.vocab_screen
+                                            or self.ctc_weight > 0):
+            raise ValueError(f"max_active={self.max_active} (continuous batching) is for cached greedy search: set it "
+                             ">= 1 with beam_size=1, temperature=0, ctc_weight=0, compile=False, use_cache=True, "
+                             "vocab_screen=False, or max_active=None")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
             if not callable(getattr(self.draft, "propose", None)):
                 raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.drafters: MedusaHeads, "
@@ -316,7 +326,7 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     device = decoder.embed.weight.device
     prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
     token_filter = TokenFilter(options, d.eos_id, d.vocab_size, device)
-    if options.draft is not None and scorer is None:
+    if (options.draft is not None or options.max_active is not None) and scorer is None:
         from decoders.speculative import SpeculativeGreedy
 
         strategy = SpeculativeGreedy(options, d.eos_id, token_filter, options.draft)

@@ -11,6 +11,12 @@ pass, run on them alone. ``DecodingOptions(draft_schedule="heuristic")`` adapts 
 as transformers' assisted generation does (``num_assistant_tokens_schedule="heuristic"``: +2 after a
 fully accepted draft, -1 otherwise).
 
+Continuous batching (``DecodingOptions(max_active=m)``; vLLM's ``max_num_seqs``, transformers'
+``generate_batch``): at most ``m`` rows decode at once and a finished row's place goes to the next
+utterance at the next pass, where its forced prefix joins the other rows' verification. A batch then no
+longer waits for its slowest row with the rest idle. With no drafter this is plain greedy search with
+per-row positions (same tokens as :class:`decoders.search.GreedySearch`).
+
 Drafters (``decoders.drafters``): Medusa-1 heads, a Kangaroo-style early exit and CopySpec copying from
 another head's text; anything with ``k`` and ``propose(ctx)`` drafts.
 
@@ -20,6 +26,7 @@ another head's text; anything with ``k`` and ``propose(ctx)`` drafts.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,14 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from decoders.decoder_state import cross_attend
+from decoders.decoder_state import Memory, cross_attend
 from zoo.contract import Hypothesis
 
 __all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "run_layers", "speculative_decode"]
 
 
 class RowCache:
-    """Self-attention KV cache with one length per row: (rows, heads, capacity, head_dim) per layer."""
+    """Self-attention KV cache with one length per row: (rows, heads, capacity, head_dim) per layer, allocated
+    once for the most rows decoded at a time. The active rows are always its first rows (:meth:`compact`)."""
 
     def __init__(self, layers: int, rows: int, heads: int, capacity: int, head_dim: int, like: Tensor):
         shape = (rows, heads, capacity, head_dim)
@@ -42,8 +50,9 @@ class RowCache:
         self.v = [like.new_zeros(shape) for _ in range(layers)]
 
     def slots(self, pos: Tensor) -> Tensor:
-        """Flat (row, head, position) slots of positions ``pos`` (rows, n), for :meth:`write`."""
-        rows, heads, capacity, _ = self.k[0].shape
+        """Flat (row, head, position) slots of positions ``pos`` (rows, n) of the first rows, for :meth:`write`."""
+        _, heads, capacity, _ = self.k[0].shape
+        rows = pos.shape[0]
         first = torch.arange(0, rows * heads * capacity, capacity, device=pos.device).view(rows, heads, 1)
         return (first + pos[:, None, :]).reshape(-1)
 
@@ -54,9 +63,28 @@ class RowCache:
         self.k[layer].view(-1, d).index_copy_(0, slots, k.reshape(-1, d))
         self.v[layer].view(-1, d).index_copy_(0, slots, v.reshape(-1, d))
 
-    def select(self, rows: Tensor) -> None:
-        self.k = [t.index_select(0, rows) for t in self.k]
-        self.v = [t.index_select(0, rows) for t in self.v]
+    def compact(self, keep: Tensor, span: int) -> None:
+        """Move rows ``keep`` (ascending) to the front, their first ``span`` positions only. What the rows
+        beyond hold stays finite and lies beyond their lengths, so rows admitted there overwrite it first."""
+        for t in (*self.k, *self.v):
+            t[: keep.numel(), :, :span] = t[keep, :, :span]
+
+
+def active_memory(mem: Memory, rows: list[int], frames: list[int] | None) -> Memory:
+    """The memory of utterances ``rows``, cut to the longest of their ``frames`` (valid frames per utterance;
+    None = unpadded); the mask is dropped when no row is padded any more."""
+    every = rows == list(range(mem.k[0].shape[0]))
+    idx = torch.tensor(rows, device=mem.k[0].device)
+    if frames is None:
+        return mem if every else mem.select(idx)
+    longest, axis = max(frames[r] for r in rows), 3 if mem.keys_last else 2
+    if every and longest == mem.mask.shape[-1]:
+        return Memory(mem.k, mem.v, None if min(frames) == longest else mem.mask, mem.keys_last)
+    cut = Memory([t.narrow(axis, 0, longest) for t in mem.k], [t.narrow(axis, 0, longest) for t in mem.v],
+                 mem.mask.narrow(3, 0, longest), mem.keys_last).select(idx)
+    if all(frames[r] == longest for r in rows):
+        cut.mask = None
+    return cut
 
 
 def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: int | None = None,
@@ -89,7 +117,7 @@ def run_layers(dec, tokens: Tensor, mem, cache: RowCache, pos: Tensor, layers: i
         qkv = unpack(a.qkv(block.attn_ln(x)))
         q, k, v = qkv.view(rows, n, 3, a.heads, dim // a.heads).permute(2, 0, 3, 1, 4).unbind(0)
         cache.write(i, k, v, slots)
-        o = F.scaled_dot_product_attention(q, cache.k[i][:, :, :span], cache.v[i][:, :, :span], attn_mask=mask)
+        o = F.scaled_dot_product_attention(q, cache.k[i][:rows, :, :span], cache.v[i][:rows, :, :span], attn_mask=mask)
         x = x + a.out(pack(o.transpose(1, 2)))
         q = unpack(c.q(block.cross_ln(x))).view(rows, n, c.heads, dim // c.heads).transpose(1, 2)
         o = cross_attend(q, mem, i)
@@ -124,7 +152,7 @@ class Drafter(Protocol):
 # --- the search ------------------------------------------------------------------------------------
 @dataclass
 class SpecStats:
-    rounds: int = 0                  # verification passes (plus one prefix pass)
+    rounds: int = 0                  # decoder passes (the first feeds the forced prefix; admitted rows join one)
     accepted: list[int] = field(default_factory=list)  # tokens gained per row and round (accepted drafts + 1)
     verified: int = 0                # token positions the verify passes ran through the decoder (packed)
 
@@ -134,47 +162,62 @@ class SpecStats:
 
 
 class SpeculativeGreedy:
-    """Draft-and-verify greedy search; same tokens as :class:`decoders.search.GreedySearch`."""
+    """Draft-and-verify greedy search; same tokens as :class:`decoders.search.GreedySearch`. ``drafter`` None
+    verifies no drafts: plain greedy with per-row positions, for continuous batching."""
 
-    def __init__(self, options, eos_id: int, token_filter, drafter: Drafter):
+    def __init__(self, options, eos_id: int, token_filter, drafter: Drafter | None):
         self.options, self.eos, self.filter, self.drafter = options, eos_id, token_filter, drafter
         self.stats = SpecStats()
 
     @torch.no_grad()
     def run(self, state, prefix: Tensor, max_new: int) -> list[list[Hypothesis]]:
-        dec, mem, eos, opts = state.decoder, state.mem, self.eos, self.options
-        d, (batch, plen), device = dec.dims, prefix.shape, prefix.device
-        cache = RowCache(d.layers, batch, d.heads, d.max_len, d.dim // d.heads, dec.embed.weight)
-        x = run_layers(dec, prefix, mem, cache, torch.arange(plen, device=device).expand(batch, plen))
-        logp = self.filter(dec.logits(x[:, -1]).float().log_softmax(-1), 0)
-        first = logp.argmax(-1)
-        out = [[int(t)] for t in first.tolist()]
-        sums = logp.gather(1, first[:, None]).squeeze(1).tolist()
-        done = [o[0] == eos or max_new == 1 for o in out]
+        dec, eos, opts = state.decoder, self.eos, self.options
+        d, batch, device = dec.dims, prefix.shape[0], prefix.device
+        width = batch if opts.max_active is None else min(opts.max_active, batch)
+        cache = RowCache(d.layers, width, d.heads, d.max_len, d.dim // d.heads, dec.embed.weight)
+        full = state.mem
+        frames = None if full.mask is None else full.mask.flatten(1).sum(1).tolist()
+        forced = prefix[0].tolist()  # bos + the forced prefix: what an admitted row feeds first, all accepted
+        out, sums, done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
+        pending = deque(range(batch))
         # bookkeeping on the host (one list per active row), so a round syncs with the device once
-        k = getattr(self.drafter, "k", 1)
-        rows, lengths, count, caps = list(range(batch)), [plen] * batch, [1] * batch, [k] * batch
-        last, hidden = [o[0] for o in out], x[:, -1]
+        k = getattr(self.drafter, "k", 1) if self.drafter is not None else 0
+        rows, lengths, count, caps, last = [], [], [], [], []
+        hidden, mem = dec.embed.weight.new_zeros(0, d.dim), full
         always, min_len, adaptive = self.filter.always, opts.min_len, opts.draft_schedule == "heuristic"
-        self.stats.rounds = 1
+        at_start = self.filter.first if opts.suppress_at_start else None
         while True:
-            live = [i for i, row in enumerate(rows) if not done[row]]
-            if not live:
+            ended = [i for i, row in enumerate(rows) if done[row]]
+            admit = [pending.popleft() for _ in range(min(len(pending), len(ended) + width - len(rows)))]
+            if len(ended) == len(rows) and not admit:
                 break
-            if len(live) < len(rows):
-                idx = torch.tensor(live, device=device)
-                rows, lengths, count, caps, last = ([v[i] for i in live] for v in (rows, lengths, count, caps, last))
-                hidden, mem = hidden.index_select(0, idx), mem.select(idx)
-                cache.select(idx)
+            if ended or admit:  # the next utterances take the places of rows that ended
+                span, drop = max(lengths, default=0), ended[len(admit):]
+                for i, utt in zip(ended, admit):  # in place: the cache row is overwritten from position 0 on
+                    rows[i], lengths[i], count[i], caps[i], last[i] = utt, 0, 0, k, forced[0]
+                if drop:
+                    keep = [i for i in range(len(rows)) if i not in set(drop)]
+                    cache.compact(torch.tensor(keep, device=device), span)
+                    hidden = hidden.index_select(0, torch.tensor(keep, device=device))
+                    rows, lengths, count, caps, last = ([v[i] for i in keep] for v in (rows, lengths, count, caps, last))
+                extra = admit[len(ended):]
+                if extra:  # the first pass (or places left free)
+                    rows, lengths, count = rows + extra, lengths + [0] * len(extra), count + [0] * len(extra)
+                    caps, last = caps + [k] * len(extra), last + [forced[0]] * len(extra)
+                    hidden = torch.cat([hidden, hidden.new_zeros(len(extra), d.dim)])
+                mem = active_memory(full, rows, frames)
             lengths_t = torch.tensor(lengths, device=device)
-            budget = min(max_new - min(count) - 1, d.max_len - 1 - max(lengths))
-            drafts = [[] for _ in rows]
+            grown = [i for i, c in enumerate(count) if c]  # rows past their forced prefix: these draft
+            drafts = [forced[1:] if not c else [] for c in count]
+            budget = max_new - 1 - min((count[i] for i in grown), default=max_new)
+            budget = min(budget, d.max_len - 1 - max((lengths[i] for i in grown), default=0))
             if budget > 0 and k > 0:
                 ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t,
                                    torch.tensor(last, device=device), hidden, out, budget)
                 proposed = self.drafter.propose(ctx)
                 proposed = proposed.tolist() if isinstance(proposed, Tensor) else proposed
-                drafts = [list(p[: min(budget, cap)]) for p, cap in zip(proposed, caps)]
+                for i in grown:
+                    drafts[i] = list(proposed[i][: min(budget, caps[i])])
             sizes = [1 + len(p) for p in drafts]
             n = max(sizes)
             inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(last, drafts, sizes)], device=device)
@@ -182,40 +225,48 @@ class SpeculativeGreedy:
                 offsets = list(itertools.accumulate(sizes, initial=0))
                 keep = torch.tensor([i * n + j for i, s in enumerate(sizes) for j in range(s)], device=device)
             else:
-                offsets, keep, sizes = [i * n for i in range(len(rows) + 1)], None, [n] * len(rows)
+                offsets, keep = [i * n for i in range(len(rows) + 1)], None
+            run = sizes if keep is not None else [n] * len(rows)  # positions each row runs through the decoder
             x = run_layers(dec, inp, mem, cache, lengths_t[:, None] + torch.arange(n, device=device),
                            span=max(lengths) + n, keep=keep).reshape(offsets[-1], -1)
+            # the step each position predicts: a drafted row's next token is step count; an admitted row's is
+            # step 0, at its last forced token
+            lo = [0 if c else len(p) for c, p in zip(count, drafts)]
             logp = dec.logits(x).float().log_softmax(-1)                    # (tokens, V)
             if always.numel():
                 logp[:, always] = float("-inf")
             if min_len > 0:
-                steps = torch.tensor([c + j for c, s in zip(count, sizes) for j in range(s)], device=device)
+                steps = torch.tensor([c + j - b for c, b, s in zip(count, lo, run) for j in range(s)], device=device)
                 logp[:, eos] = logp[:, eos].masked_fill(steps < min_len, float("-inf"))
+            if at_start is not None and len(grown) < len(rows):
+                firsts = torch.tensor([offsets[i] + lo[i] for i, c in enumerate(count) if not c], device=device)
+                logp[firsts[:, None], at_start] = float("-inf")
             greedy = logp.argmax(-1)
             lps = logp.gather(1, greedy[:, None]).squeeze(1)
             self.stats.rounds += 1
-            self.stats.verified += offsets[-1]
+            self.stats.verified += sum(run[i] for i in grown)
             g_all, lp_all = greedy.tolist(), lps.tolist()
             picks = []
             for i, row in enumerate(rows):
-                g, lp, p = g_all[offsets[i]: offsets[i] + sizes[i]], lp_all[offsets[i]: offsets[i] + sizes[i]], drafts[i]
-                a = 0  # drafts equal to greedy's own tokens, from the first on
+                g, lp = g_all[offsets[i]: offsets[i] + sizes[i]], lp_all[offsets[i]: offsets[i] + sizes[i]]
+                p, a = drafts[i], lo[i]  # a: drafts equal to greedy's own tokens, from the first on (forced: all)
                 while a < len(p) and p[a] == g[a]:
                     a += 1
-                if adaptive and p:  # transformers' "heuristic" schedule: +2 after a full accept, else -1
+                if adaptive and p and count[i]:  # transformers' "heuristic" schedule: +2 after a full accept, else -1
                     caps[i] = min(k, caps[i] + 2) if a == len(p) else max(1, caps[i] - 1)
                 picks.append(offsets[i] + a)
-                take = min(a + 1, max_new - count[i])
-                new = g[:take]
+                take = min(a + 1 - lo[i], max_new - count[i])
+                new = g[lo[i]: lo[i] + take]
                 if eos in new:
                     take = new.index(eos) + 1
                     new, done[row] = new[:take], True
                 out[row] += new
-                sums[row] += sum(lp[:take])
+                sums[row] += sum(lp[lo[i]: lo[i] + take])
                 done[row] = done[row] or len(out[row]) >= max_new
-                self.stats.accepted.append(take)
+                if count[i]:
+                    self.stats.accepted.append(take)
                 lengths[i] += a + 1
-                count[i] += a + 1
+                count[i] += a + 1 - lo[i]
                 last[i] = g[a]
             hidden = x.index_select(0, torch.tensor(picks, device=device))
         from decoders.search import length_norm
@@ -230,11 +281,13 @@ class SpeculativeGreedy:
 
 @torch.no_grad()
 def speculative_decode(decoder, memory, options) -> tuple[list[Hypothesis], SpecStats]:
-    """Speculative greedy decoding with ``options.draft``; returns one Hypothesis per row and the stats."""
+    """Speculative greedy decoding with ``options.draft`` (or, without one, continuous-batching greedy); returns
+    one Hypothesis per row and the stats."""
     from decoders.search import TokenFilter
 
-    if options.draft is None:
-        raise ValueError("speculative_decode needs DecodingOptions(draft=<a drafter>)")
+    if options.draft is None and options.max_active is None:
+        raise ValueError("speculative_decode needs DecodingOptions(draft=<a drafter>) or max_active (continuous "
+                         "batching of plain greedy)")
     d = decoder.dims
     prefix = (d.bos_id, *options.prefix)
     max_new = options.max_len if options.max_len is not None else d.max_len - len(prefix)

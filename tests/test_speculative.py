@@ -98,13 +98,15 @@ def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
     assert [h.score for h in spec] == pytest.approx([h.score for h in plain], abs=1e-4)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 8]), kind=st.sampled_from(
-    ["random", "oracle", "ragged", "medusa", "early_exit", "fallback"]), k=st.integers(1, 6), min_len=st.sampled_from([0, 0, 3]),
-    max_len=st.integers(1, 24), schedule=st.sampled_from(["constant", "heuristic"]))
-def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule):
+    ["random", "oracle", "ragged", "medusa", "early_exit", "fallback", "none"]), k=st.integers(1, 6),
+    min_len=st.sampled_from([0, 0, 3]), max_len=st.integers(1, 24), schedule=st.sampled_from(["constant", "heuristic"]),
+    max_active=st.sampled_from([None, None, 1, 3]))
+def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule, max_active):
     dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
-    base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else ())
+    base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else (),
+                suppress_at_start=(6, 7) if seed % 3 == 0 else ())
     plain = dec.decode(mem, DecodingOptions(**base))
     drafter = {"random": lambda: RandomDrafter(seed, k),
                "oracle": lambda: NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
@@ -112,9 +114,30 @@ def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, sched
                "medusa": lambda: perturb(MedusaHeads(dec, k), seed),
                "early_exit": lambda: perturb(EarlyExitDrafter(dec, 1 + seed % 2, k), seed),
                "fallback": lambda: FallbackDrafter(RaggedOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
-                                                   perturb(MedusaHeads(dec, 1 + seed % 3), seed))}[kind]()
-    spec = dec.decode(mem, DecodingOptions(**base, draft=drafter, draft_schedule=schedule))
+                                                   perturb(MedusaHeads(dec, 1 + seed % 3), seed)),
+               "none": lambda: None}[kind]()
+    if drafter is None and max_active is None:
+        max_active = 2  # no drafter: continuous-batching greedy
+    spec = dec.decode(mem, DecodingOptions(**base, draft=drafter, draft_schedule=schedule, max_active=max_active))
     assert_same(plain, spec)
+
+
+def test_continuous_batching_admits_the_next_utterance_where_a_row_ends():
+    """8 utterances through 2 places: fewer passes than 4 static batches of 2, and the same tokens."""
+    dec, mem = random_decoder(3), random_memory(3, 8)
+    plain = dec.decode(mem, DecodingOptions(max_len=30))
+    assert len({len(h.tokens) for h in plain}) >= 3                # rows end at different steps
+    truth = [h.tokens for h in plain]
+    for drafted in (False, True):
+        draft = lambda rows: NoisyOracle(truth[rows], dec.dims.eos_id, 0, 3, 0.0) if drafted else None
+        static = 0
+        for i in range(0, 8, 2):
+            part = Features(mem.x[i: i + 2], mem.lengths[i: i + 2])
+            _, stats = speculative_decode(dec, part, DecodingOptions(max_len=30, draft=draft(slice(i, i + 2)), max_active=2))
+            static += stats.rounds
+        hyps, stats = speculative_decode(dec, mem, DecodingOptions(max_len=30, draft=draft(slice(0, 8)), max_active=2))
+        assert_same(plain, hyps)
+        assert stats.rounds < static, (stats.rounds, static)
 
 
 def test_rows_accept_different_lengths_and_end_at_different_steps():
@@ -297,6 +320,10 @@ def test_train_medusa_recipe_saves_and_loads(tmp_path):
 
 
 def test_bad_draft_options_fail_clearly():
+    with pytest.raises(ValueError, match="continuous batching"):
+        DecodingOptions(max_active=4, beam_size=3)
+    with pytest.raises(ValueError, match="continuous batching"):
+        DecodingOptions(max_active=0)
     dec = random_decoder(0)
     with pytest.raises(ValueError, match="propose"):
         DecodingOptions(draft=object())
