@@ -5,7 +5,10 @@ head then decodes greedily (a) plainly, (b) with CopySpec drafts from a CTC hypo
 audio (its greedy CTC decode is timed as part of the drafter), with a fixed draft length ``--draft-k`` and
 with transformers' "heuristic" per-row schedule (+2 / -1), (c) with Medusa-1 heads if the model
 folder holds ``medusa-<head>.safetensors`` (``python -m recipes.asr_subtitle.train_medusa --head <head>``),
-alone and as the fallback of rows the copy leaves empty (``FallbackDrafter``). Two
+alone and as the fallback of rows the copy leaves empty (``FallbackDrafter``). At batch > 1 plain greedy and
+the copy drafters also run with continuous batching (``DecodingOptions(max_active=batch)``: every utterance
+through that many places, a finished row's place going to the next utterance); speed-ups stay relative to
+plain greedy in static batches, the faster of the two plain ways here. Two
 model kinds: shared/cascaded (the AR *subtitle* head drafted from the verbatim CTC head, across heads)
 and hybrid (``asr_hybrid_*``: the AR *verbatim* decoder drafted from its own CTC branch, same
 tokenizer). Every speculative output is checked token for token against plain greedy. Batches of 1
@@ -26,10 +29,12 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ar_decoding import interleaved  # noqa: E402  (interleaved best and paired times)
+from zoo.contract import Features  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,9 +60,19 @@ def heads(model, target: str) -> tuple:
     return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
 
 
+def stack(parts: list) -> Features:
+    """The memories of several batches as one batch, padded to the longest (``lengths`` marks each row's end)."""
+    frames = max(f.x.shape[1] for f in parts)
+    x = torch.cat([F.pad(f.x, (0, 0, 0, frames - f.x.shape[1])) for f in parts])
+    lengths = [f.lengths if f.lengths is not None else torch.full((f.x.shape[0],), f.x.shape[1]) for f in parts]
+    return Features(x, torch.cat([t.to(x.device) for t in lengths]))
+
+
 @torch.inference_mode()
 def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200, repeats: int = 3,
-        draft_k: int = 8) -> list[dict]:
+        draft_k: int = 8, continuous: int | None = None) -> list[dict]:
+    """Each decoding's row of the table; ``continuous`` adds continuous batching (all utterances through that
+    many places, ``DecodingOptions(max_active=...)``) of plain greedy and of the copy drafters."""
     from decoders.drafters import CopyDrafter, FallbackDrafter, TokenCopyDrafter
     from decoders.search import DecodingOptions, decode
     from decoders.speculative import speculative_decode
@@ -69,12 +84,12 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
             return TokenCopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), k=draft_k)
         return CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok, k=draft_k)
 
-    def speculative(make, schedule):
+    def speculative(make, schedule, parts=batches, active=None):
         def go():
             hyps, stats = [], []
-            for b in batches:
+            for b in parts:
                 h, s = speculative_decode(ar, b["target"], DecodingOptions(max_len=max_len, draft=make(b),
-                                                                           draft_schedule=schedule))
+                                                                           draft_schedule=schedule, max_active=active))
                 hyps += h
                 stats.append(s)
             row_rounds = sum(len(s.accepted) for s in stats)
@@ -89,6 +104,14 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
         fns["Medusa-1 heads"] = speculative(lambda b: medusa, "constant")
         fns["copy, Medusa-1 heads where the copy has none"] = speculative(
             lambda b: FallbackDrafter(copy(b), medusa), "constant")
+    if continuous:
+        whole = [{key: stack([b[key] for b in batches]) for key in ("target", "verbatim")}]
+        fns[f"plain greedy, continuous batching ({continuous} places)"] = lambda: (
+            decode(ar, whole[0]["target"], DecodingOptions(max_len=max_len, max_active=continuous)), 1.0, 1.0)
+        fns["copy (CTC hypothesis), continuous batching"] = speculative(copy, "constant", whole, continuous)
+        if medusa is not None:
+            fns["copy, Medusa-1 where the copy has none, continuous batching"] = speculative(
+                lambda b: FallbackDrafter(copy(b), medusa), "constant", whole, continuous)
     outs, best, paired = interleaved(fns, repeats)
     plain = outs["plain greedy"][0]
     tokens = sum(len(h.tokens) for h in plain)
@@ -108,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
+    parser.add_argument("--static-only", action="store_true", help="skip the continuous-batching rows")
     parser.add_argument("--draft-k", type=int, default=8, help="tokens the copy drafter proposes per round")
     parser.add_argument("--corpus", default=None, help="corpus root as it is (default: the training run's corpus, "
                         "built if missing)")
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
           "|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for batch_size in args.batches:
         table = run(model, encode_batches(model, rows, batch_size, target), target, medusa, repeats=args.repeats,
-                    draft_k=args.draft_k)
+                    draft_k=args.draft_k, continuous=batch_size if batch_size > 1 and not args.static_only else None)
         result["batches"][batch_size] = table
         for r in table:
             print(f"| {batch_size} | {r['drafter']} | {r['seconds']:.2f} | {r['speedup']:.2f}x | {r['paired_speedup']:.2f}x | {r['tokens_per_pass']:.2f} | "

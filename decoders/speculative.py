@@ -179,7 +179,9 @@ class SpeculativeGreedy:
         frames = None if full.mask is None else full.mask.flatten(1).sum(1).tolist()
         forced = prefix[0].tolist()  # bos + the forced prefix: what an admitted row feeds first, all accepted
         out, sums, done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
-        pending = deque(range(batch))
+        # longest memory first (LPT scheduling): the last rows to finish are then short, so fewer passes run
+        # with places left empty
+        pending = deque(range(batch) if frames is None or width == batch else sorted(range(batch), key=lambda r: -frames[r]))
         # bookkeeping on the host (one list per active row), so a round syncs with the device once
         k = getattr(self.drafter, "k", 1) if self.drafter is not None else 0
         rows, lengths, count, caps, last = [], [], [], [], []
