@@ -14,7 +14,8 @@ fully accepted draft, -1 otherwise).
 Continuous batching (``DecodingOptions(max_active=m)``; vLLM's ``max_num_seqs``, transformers'
 ``generate_batch``): at most ``m`` rows decode at once and a finished row's place goes to the next
 utterance at the next pass, where its forced prefix joins the other rows' verification. A batch then no
-longer waits for its slowest row with the rest idle. With no drafter this is plain greedy search with
+longer waits for its slowest row with the rest idle. Utterances are admitted longest memory first (LPT
+scheduling), so the passes at the end, with places left empty, are few. With no drafter this is plain greedy search with
 per-row positions (same tokens as :class:`decoders.search.GreedySearch`).
 
 Drafters (``decoders.drafters``): Medusa-1 heads, a Kangaroo-style early exit and CopySpec copying from

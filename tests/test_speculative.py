@@ -140,6 +140,24 @@ def test_continuous_batching_admits_the_next_utterance_where_a_row_ends():
         assert stats.rounds < static, (stats.rounds, static)
 
 
+def test_continuous_batching_admits_the_longest_memories_first():
+    class Recorder(NoisyOracle):
+        seen: list[list[int]] = []
+
+        def propose(self, ctx):
+            self.seen.append(ctx.rows.tolist())
+            return super().propose(ctx)
+
+    dec, mem = random_decoder(5), random_memory(5, 6)
+    plain = dec.decode(mem, DecodingOptions(max_len=20))
+    drafter = Recorder([h.tokens for h in plain], dec.dims.eos_id, 0, 3, 0.0)
+    hyps, _ = speculative_decode(dec, mem, DecodingOptions(max_len=20, draft=drafter, max_active=2))
+    assert_same(plain, hyps)
+    frames = mem.lengths.tolist()
+    first = sorted(range(6), key=lambda r: -frames[r])[:2]     # LPT: the two longest memories start
+    assert sorted(drafter.seen[0]) == sorted(first), (drafter.seen[0], frames)
+
+
 def test_rows_accept_different_lengths_and_end_at_different_steps():
     dec, mem = random_decoder(3), random_memory(3, 8)
     plain = dec.decode(mem, DecodingOptions(max_len=30))
