@@ -167,8 +167,8 @@ def test_keys_last_memory_gives_the_same_logits(bias):
 
 
 def test_both_memory_layouts_decode_the_same_tokens(monkeypatch):
-    """Greedy and beam search read the memory as (head_dim, T) from KEYS_LAST_MIN_FRAMES frames on, in SDPA's
-    layout below: the same tokens either way, padded frames ignored in both."""
+    """Greedy, beam search and continuous-batching greedy read the memory as (head_dim, T) from
+    KEYS_LAST_MIN_FRAMES frames on, in SDPA's layout below: the same tokens either way, padded frames ignored."""
     import decoders.transformer_decoder as td
 
     dec = spread(transformer_decoder(vocab_size=40, dim=32, heads=4, layers=2, max_len=32))
@@ -178,8 +178,10 @@ def test_both_memory_layouts_decode_the_same_tokens(monkeypatch):
         monkeypatch.setattr(td, "KEYS_LAST_MIN_FRAMES", threshold)
         with torch.no_grad():
             assert dec.state(mem, max_tokens=5).mem.keys_last == (threshold == 0)
-        out[threshold] = [[h.tokens for h in dec.decode(mem, DecodingOptions(max_len=12, beam_size=k))] for k in (1, 3)]
+        out[threshold] = [[h.tokens for h in dec.decode(mem, DecodingOptions(max_len=12, **kw))]
+                          for kw in (dict(beam_size=1), dict(beam_size=3), dict(max_active=2))]
     assert out[0] == out[10**9]
+    assert out[0][2] == out[0][0]  # continuous batching (memory cut to the active rows' longest) = greedy
 
 
 def test_padded_frames_are_ignored():
