@@ -15,8 +15,8 @@ Continuous batching (``DecodingOptions(max_active=m)``; vLLM's ``max_num_seqs``,
 ``generate_batch``): at most ``m`` rows decode at once and a finished row's place goes to the next
 utterance at the next pass, where its forced prefix joins the other rows' verification. A batch then no
 longer waits for its slowest row with the rest idle. Utterances are admitted longest memory first (LPT
-scheduling), so the passes at the end, with places left empty, are few. With no drafter this is plain greedy search with
-per-row positions (same tokens as :class:`decoders.search.GreedySearch`).
+scheduling), so the passes at the end, with places left empty, are few. With no drafter this is plain
+greedy search with per-row positions (same tokens as :class:`decoders.search.GreedySearch`).
 
 Drafters (``decoders.drafters``): Medusa-1 heads, a Kangaroo-style early exit and CopySpec copying from
 another head's text; anything with ``k`` and ``propose(ctx)`` drafts.
@@ -182,7 +182,8 @@ class SpeculativeGreedy:
         out, sums, done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
         # longest memory first (LPT scheduling): the last rows to finish are then short, so fewer passes run
         # with places left empty
-        pending = deque(range(batch) if frames is None or width == batch else sorted(range(batch), key=lambda r: -frames[r]))
+        order = range(batch) if frames is None or width == batch else sorted(range(batch), key=lambda r: -frames[r])
+        pending = deque(order)
         # bookkeeping on the host (one list per active row), so a round syncs with the device once
         k = getattr(self.drafter, "k", 1) if self.drafter is not None else 0
         rows, lengths, count, caps, last = [], [], [], [], []
@@ -199,7 +200,8 @@ class SpeculativeGreedy:
                 for i, utt in zip(ended, admit):  # in place: the cache row is overwritten from position 0 on
                     rows[i], lengths[i], count[i], caps[i], last[i] = utt, 0, 0, k, forced[0]
                 if drop:
-                    keep = [i for i in range(len(rows)) if i not in set(drop)]
+                    gone = set(drop)
+                    keep = [i for i in range(len(rows)) if i not in gone]
                     cache.compact(torch.tensor(keep, device=device), span)
                     hidden = hidden.index_select(0, torch.tensor(keep, device=device))
                     rows, lengths, count, caps, last = ([v[i] for i in keep] for v in (rows, lengths, count, caps, last))
@@ -229,7 +231,7 @@ class SpeculativeGreedy:
                 keep = torch.tensor([i * n + j for i, s in enumerate(sizes) for j in range(s)], device=device)
             else:
                 offsets, keep = [i * n for i in range(len(rows) + 1)], None
-            run = sizes if keep is not None else [n] * len(rows)  # positions each row runs through the decoder
+            ran = sizes if keep is not None else [n] * len(rows)  # positions each row runs through the decoder
             x = run_layers(dec, inp, mem, cache, lengths_t[:, None] + torch.arange(n, device=device),
                            span=max(lengths) + n, keep=keep).reshape(offsets[-1], -1)
             # the step each position predicts: a drafted row's next token is step count; an admitted row's is
@@ -239,7 +241,7 @@ class SpeculativeGreedy:
             if always.numel():
                 logp[:, always] = float("-inf")
             if min_len > 0:
-                steps = torch.tensor([c + j - b for c, b, s in zip(count, lo, run) for j in range(s)], device=device)
+                steps = torch.tensor([c + j - b for c, b, s in zip(count, lo, ran) for j in range(s)], device=device)
                 logp[:, eos] = logp[:, eos].masked_fill(steps < min_len, float("-inf"))
             if at_start is not None and len(grown) < len(rows):
                 firsts = torch.tensor([offsets[i] + lo[i] for i, c in enumerate(count) if not c], device=device)
@@ -247,7 +249,7 @@ class SpeculativeGreedy:
             greedy = logp.argmax(-1)
             lps = logp.gather(1, greedy[:, None]).squeeze(1)
             self.stats.rounds += 1
-            self.stats.verified += sum(run[i] for i in grown)
+            self.stats.verified += sum(ran[i] for i in grown)
             g_all, lp_all = greedy.tolist(), lps.tolist()
             picks = []
             for i, row in enumerate(rows):
