@@ -351,3 +351,12 @@ def test_bad_draft_options_fail_clearly():
         EarlyExitDrafter(dec, exit_layer=2)
     with pytest.raises(ValueError, match="one reference"):
         dec.decode(random_memory(0, 4), DecodingOptions(max_len=5, draft=CopyDrafter(["ab"], CharTokenizer(["a"]))))
+
+
+def test_speculative_benchmark_stacks_batches_into_one_padded_memory():
+    from benchmarks.speculative_asr import stack
+
+    a, b = Features(torch.randn(2, 5, 4), torch.tensor([5, 3])), Features(torch.randn(1, 7, 4))
+    whole = stack([a, b])
+    assert whole.x.shape == (3, 7, 4) and whole.lengths.tolist() == [5, 3, 7]
+    assert torch.equal(whole.x[:2, :5], a.x) and torch.equal(whole.x[2], b.x[0]) and not whole.x[:2, 5:].any()
