@@ -192,7 +192,10 @@ class SpeculativeGreedy:
         at_start = self.filter.first if opts.suppress_at_start else None
         while True:
             ended = [i for i, row in enumerate(rows) if done[row]]
-            admit = [pending.popleft() for _ in range(min(len(pending), len(ended) + width - len(rows)))]
+            # a forced prefix pads this pass to its length: admit only where every running row still has room
+            room = d.max_len - max((n for i, n in enumerate(lengths) if not done[rows[i]]), default=0)
+            free = len(ended) + width - len(rows) if room >= len(forced) else 0
+            admit = [pending.popleft() for _ in range(min(len(pending), free))]
             if len(ended) == len(rows) and not admit:
                 break
             if ended or admit:  # the next utterances take the places of rows that ended

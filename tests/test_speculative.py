@@ -27,9 +27,9 @@ from zoo.tokenizers import CharTokenizer
 VOCAB = 40
 
 
-def random_decoder(seed: int, layers: int = 2) -> TransformerDecoder:
+def random_decoder(seed: int, layers: int = 2, max_len: int = 40) -> TransformerDecoder:
     """Well-spread random weights; the EOS logit follows a position direction so rows end at varied steps."""
-    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=40, tie_embeddings=False)
+    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=max_len, tie_embeddings=False)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in dec.named_parameters():
@@ -106,7 +106,7 @@ def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
 def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule, max_active):
     dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
     base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else (),
-                suppress_at_start=(6, 7) if seed % 3 == 0 else ())
+                suppress_at_start=(6, 7) if seed % 3 == 0 else (), prefix=(7, 8) if seed % 5 == 0 else ())
     plain = dec.decode(mem, DecodingOptions(**base))
     drafter = {"random": lambda: RandomDrafter(seed, k),
                "oracle": lambda: NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, k, 0.15),
@@ -138,6 +138,17 @@ def test_continuous_batching_admits_the_next_utterance_where_a_row_ends():
         hyps, stats = speculative_decode(dec, mem, DecodingOptions(max_len=30, draft=draft(slice(0, 8)), max_active=2))
         assert_same(plain, hyps)
         assert stats.rounds < static, (stats.rounds, static)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 8, 10, 11])
+def test_continuous_batching_with_a_forced_prefix_up_to_the_decoders_last_position(seed):
+    """A row admitted beside rows near max_len pads the pass to its forced prefix: it waits until that fits."""
+    dec, mem = random_decoder(seed % 7, max_len=16), random_memory(seed, 8)
+    base = dict(max_len=13, prefix=(7, 8))                       # 3 forced + 13 generated = all 16 positions
+    plain = dec.decode(mem, DecodingOptions(**base))
+    assert max(len(h.tokens) for h in plain) == 13
+    for drafter in (None, NoisyOracle([h.tokens for h in plain], dec.dims.eos_id, seed, 4, 0.1)):
+        assert_same(plain, dec.decode(mem, DecodingOptions(**base, draft=drafter, max_active=3)))
 
 
 def test_continuous_batching_admits_the_longest_memories_first():
