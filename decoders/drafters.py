@@ -148,6 +148,7 @@ class CopyDrafter:
     anywhere) and the text after them is encoded with ``tokenizer`` (the target head's)."""
 
     fold_case = True  # match case-insensitively (the subtitle re-cases the verbatim text)
+    drafts_from_start = True  # nothing generated yet: the reference's start
 
     def __init__(self, references: Sequence[str], tokenizer, k: int = 8, min_match: int = 2, max_match: int = 12):
         if not 1 <= min_match <= max_match:
@@ -223,6 +224,7 @@ class FallbackDrafter:
     def __init__(self, primary, fallback):
         self.primary, self.fallback = primary, fallback
         self.k = max(primary.k, fallback.k)
+        self.drafts_from_start = getattr(primary, "drafts_from_start", False)
 
     def propose(self, ctx: DraftContext) -> list[list[int]]:
         drafts = self.primary.propose(ctx)

@@ -144,6 +144,8 @@ class DraftContext:
 
 class Drafter(Protocol):
     k: int
+    # optional: True when it drafts a row's first tokens too (a row with ``lengths`` 0 and nothing generated,
+    # its ``last`` the bos token; a copy drafter copies the reference's start), so they join the forced prefix
 
     def propose(self, ctx: DraftContext) -> Tensor | list[list[int]]:
         """Token ids following ``ctx.last``, at most ``ctx.max_draft`` per row: a (R, width) tensor, or one
@@ -186,6 +188,7 @@ class SpeculativeGreedy:
         pending = deque(order)
         # bookkeeping on the host (one list per active row), so a round syncs with the device once
         k = getattr(self.drafter, "k", 1) if self.drafter is not None else 0
+        fresh = getattr(self.drafter, "drafts_from_start", False)
         rows, lengths, count, caps, last = [], [], [], [], []
         hidden, mem = dec.embed.weight.new_zeros(0, d.dim), full
         always, min_len, adaptive = self.filter.always, opts.min_len, opts.draft_schedule == "heuristic"
@@ -215,17 +218,19 @@ class SpeculativeGreedy:
                     hidden = torch.cat([hidden, hidden.new_zeros(len(extra), d.dim)])
                 mem = active_memory(full, rows, frames)
             lengths_t = torch.tensor(lengths, device=device)
-            grown = [i for i, c in enumerate(count) if c]  # rows past their forced prefix: these draft
+            grown = [i for i, c in enumerate(count) if c]  # rows past their forced prefix
+            drafting = grown + [i for i, c in enumerate(count) if not c and fresh]
             drafts = [forced[1:] if not c else [] for c in count]
-            budget = max_new - 1 - min((count[i] for i in grown), default=max_new)
+            budget = max_new - 1 - min((count[i] for i in drafting), default=max_new)
             budget = min(budget, d.max_len - 1 - max((lengths[i] for i in grown), default=0))
-            if budget > 0 and k > 0:
+            if budget > 0 and k > 0 and drafting:
                 ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t,
                                    torch.tensor(last, device=device), hidden, out, budget)
                 proposed = self.drafter.propose(ctx)
                 proposed = proposed.tolist() if isinstance(proposed, Tensor) else proposed
-                for i in grown:
-                    drafts[i] = list(proposed[i][: min(budget, caps[i])])
+                room = d.max_len - max((lengths[i] for i in grown), default=0) - len(forced)  # after a prefix
+                for i in drafting:
+                    drafts[i] = drafts[i] + list(proposed[i][: min(budget, caps[i], k if count[i] else room)])
             sizes = [1 + len(p) for p in drafts]
             n = max(sizes)
             inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(last, drafts, sizes)], device=device)
@@ -239,7 +244,7 @@ class SpeculativeGreedy:
                            span=max(lengths) + n, keep=keep).reshape(offsets[-1], -1)
             # the step each position predicts: a drafted row's next token is step count; an admitted row's is
             # step 0, at its last forced token
-            lo = [0 if c else len(p) for c, p in zip(count, drafts)]
+            lo = [0 if c else len(forced) - 1 for c in count]
             logp = dec.logits(x).float().log_softmax(-1)                    # (tokens, V)
             if always.numel():
                 logp[:, always] = float("-inf")
@@ -252,7 +257,7 @@ class SpeculativeGreedy:
             greedy = logp.argmax(-1)
             lps = logp.gather(1, greedy[:, None]).squeeze(1)
             self.stats.rounds += 1
-            self.stats.verified += sum(ran[i] for i in grown)
+            self.stats.verified += sum(ran[i] for i in drafting)
             g_all, lp_all = greedy.tolist(), lps.tolist()
             picks = []
             for i, row in enumerate(rows):
@@ -271,7 +276,7 @@ class SpeculativeGreedy:
                 out[row] += new
                 sums[row] += sum(lp[lo[i]: lo[i] + take])
                 done[row] = done[row] or len(out[row]) >= max_new
-                if count[i]:
+                if count[i] or fresh:
                     self.stats.accepted.append(take)
                 lengths[i] += a + 1
                 count[i] += a + 1 - lo[i]
