@@ -16,7 +16,9 @@ Continuous batching (``DecodingOptions(max_active=m)``; vLLM's ``max_num_seqs``,
 utterance at the next pass, where its forced prefix joins the other rows' verification. A batch then no
 longer waits for its slowest row with the rest idle. Utterances are admitted longest memory first (LPT
 scheduling), so the passes at the end, with places left empty, are few. With no drafter this is plain
-greedy search with per-row positions (same tokens as :class:`decoders.search.GreedySearch`).
+greedy search with per-row positions (same tokens as :class:`decoders.search.GreedySearch`). A drafter with
+``drafts_from_start`` (the copy drafters) also drafts a row's first tokens, verified in the pass that feeds
+its forced prefix.
 
 Drafters (``decoders.drafters``): Medusa-1 heads, a Kangaroo-style early exit and CopySpec copying from
 another head's text; anything with ``k`` and ``propose(ctx)`` drafts.
