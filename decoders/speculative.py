@@ -230,9 +230,11 @@ class SpeculativeGreedy:
                                    torch.tensor(last, device=device), hidden, out, budget)
                 proposed = self.drafter.propose(ctx)
                 proposed = proposed.tolist() if isinstance(proposed, Tensor) else proposed
-                room = d.max_len - max((lengths[i] for i in grown), default=0) - len(forced)  # after a prefix
+                # a fresh row's draft follows its prefix; the pass must still end within the positions
+                after_prefix = d.max_len - max((lengths[i] for i in grown), default=0) - len(forced)
                 for i in drafting:
-                    drafts[i] = drafts[i] + list(proposed[i][: min(budget, caps[i], k if count[i] else room)])
+                    cap = min(budget, caps[i] if count[i] else min(caps[i], after_prefix))
+                    drafts[i] = drafts[i] + list(proposed[i][:cap])
             sizes = [1 + len(p) for p in drafts]
             n = max(sizes)
             inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(last, drafts, sizes)], device=device)
