@@ -15,6 +15,7 @@ The CTC blank (default 0, usually the pad id) and the decoder's bos/eos ids must
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -78,7 +79,8 @@ class CTCAttentionDecoder(Decoder):
     @torch.no_grad()
     def decode(self, memory: Features | Sequence[Features], options: Any = None):
         """Joint CTC/attention search; ``options.ctc_weight`` (default: the training weight) sets lambda.
-        ``MaskCTCOptions`` decodes by Mask-CTC instead (needs ``mlm_weight > 0``)."""
+        ``MaskCTCOptions`` decodes by Mask-CTC instead (needs ``mlm_weight > 0``). ``DecodingOptions(draft="ctc")``
+        is the attention decoder's greedy search, speculative with drafts copied from the CTC hypothesis."""
         memory = _single(memory)
         if isinstance(options, MaskCTCOptions):
             if self.mlm is None:
@@ -88,6 +90,10 @@ class CTCAttentionDecoder(Decoder):
         options = DecodingOptions(ctc_weight=self.ctc_weight) if options is None else options
         if not isinstance(options, DecodingOptions):
             raise TypeError(f"options must be decoders.search.DecodingOptions, got {type(options).__name__}")
+        if options.draft == "ctc":  # lossless speculative greedy, drafts copied from the CTC branch's hypothesis
+            from decoders.drafters import TokenCopyDrafter
+
+            options = replace(options, draft=TokenCopyDrafter.from_hypotheses(self.ctc.decode(memory)))
         if options.ctc_weight == 0.0:
             return decode(self.attention, memory, options)
         scorer = CTCPrefixScorer(self.ctc.log_probs(memory), memory.lengths, self.blank, self.attention.dims.eos_id,

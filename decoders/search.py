@@ -57,7 +57,8 @@ class DecodingOptions:
     groups: int = 1                        # diverse beam search: beam groups
     diversity: float = 0.0                 # Hamming diversity strength, must be > 0 when groups > 1
     ctc_weight: float = 0.0                # joint CTC/attention scoring (ctc_attention decoders)
-    draft: Any = None                      # a drafter: speculative greedy (decoders.speculative)
+    draft: Any = None                      # a drafter: speculative greedy (decoders.speculative); "ctc": a
+                                           # ctc_attention decoder's own CTC hypothesis (decoders.hybrid)
     draft_schedule: str = "constant"       # draft length per row: the drafter's k, or "heuristic" (+2 / -1)
     vocab_screen: bool = False             # greedy on CPU: exact argmax via an int8 screen (decoders.vocab_screen)
     max_active: int | None = None          # greedy: continuous batching, at most this many rows decoded at once
@@ -90,12 +91,12 @@ class DecodingOptions:
                              ">= 1 with beam_size=1, temperature=0, ctc_weight=0, compile=False, use_cache=True, "
                              "vocab_screen=False, or max_active=None")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
-            if not callable(getattr(self.draft, "propose", None)):
+            if self.draft != "ctc" and not callable(getattr(self.draft, "propose", None)):
                 raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.drafters: MedusaHeads, "
                                  f"EarlyExitDrafter, CopyDrafter), got {type(self.draft).__name__}")
-            if self.beam_size > 1 or self.temperature > 0 or self.compile or not self.use_cache:
+            if self.beam_size > 1 or self.temperature > 0 or self.compile or not self.use_cache or self.ctc_weight > 0:
                 raise ValueError("draft (speculative decoding) is greedy only: set beam_size=1, temperature=0, "
-                                 "compile=False, use_cache=True")
+                                 "ctc_weight=0, compile=False, use_cache=True")
 
 
 def length_norm(length: int, penalty: float | None) -> float:
@@ -326,6 +327,9 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     device = decoder.embed.weight.device
     prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
     token_filter = TokenFilter(options, d.eos_id, d.vocab_size, device)
+    if options.draft == "ctc":
+        raise ValueError("draft='ctc' copies drafts from a CTC branch: decode with a ctc_attention decoder "
+                         "(decoders.hybrid), or pass a drafter (decoders.drafters)")
     if (options.draft is not None or options.max_active is not None) and scorer is None:
         from decoders.speculative import SpeculativeGreedy
 

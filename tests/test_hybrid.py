@@ -157,3 +157,21 @@ def test_hybrid_learns_copy_in_a_graph():
     ref = test["targets"]["text"]
     correct = sum(h.tokens == ref["tokens"][i, : ref["lengths"][i]].tolist() for i, h in enumerate(hyps))
     assert correct >= 57
+    # the attention branch drafted by its own CTC hypothesis: greedy's tokens, in fewer passes
+    greedy = model.generate(test, options=DecodingOptions(max_len=8))["text"]
+    drafted = model.generate(test, options=DecodingOptions(max_len=8, draft="ctc"))["text"]
+    assert [h.tokens for h in drafted] == [h.tokens for h in greedy]
+
+
+def test_ctc_drafts_keep_greedy_tokens_and_need_a_hybrid():
+    dec = small_hybrid().eval()
+    g = torch.Generator().manual_seed(4)
+    mem = Features(torch.randn(6, 10, 32, generator=g), torch.tensor([10, 7, 9, 4, 6, 10]))
+    plain = dec.decode(mem, DecodingOptions(max_len=12))
+    for active in (None, 2):
+        drafted = dec.decode(mem, DecodingOptions(max_len=12, draft="ctc", max_active=active))
+        assert [h.tokens for h in drafted] == [h.tokens for h in plain]
+    with pytest.raises(ValueError, match="ctc_attention"):
+        decode(dec.attention, mem, DecodingOptions(max_len=12, draft="ctc"))
+    with pytest.raises(ValueError, match="greedy only"):
+        DecodingOptions(draft="ctc", ctc_weight=0.3)

@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mask-ctc-iterations", type=int, default=1, help="Mask-CTC's K: masked-LM passes at most")
     parser.add_argument("--mask-ctc-ctc-weight", type=float, default=0.0, help="weight of the masked run's CTC "
                         "posteriors in Mask-CTC's fill (0: the paper's MLM-only fill)")
+    parser.add_argument("--speculative", action="store_true", help="hybrid verbatim head: greedy attention decoding, "
+                        "speculative with drafts copied from its own CTC hypothesis (the same text, faster)")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
     if args.mask_ctc is not None and (args.lm_weight > 0 or args.tune_lm):
@@ -235,6 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fused = f", CTC weight {args.mask_ctc_ctc_weight:g}" if args.mask_ctc_ctc_weight else ""
         lm_note = f", Mask-CTC (P_thres {args.mask_ctc:g}, K={args.mask_ctc_iterations}{fused})"
         heads = ["verbatim"]
+    if args.speculative:
+        if model.spec_decoders.get("verbatim", {}).get("type") != "ctc_attention" or args.beam > 1 or "verbatim" in options:
+            raise ValueError("--speculative decodes a ctc_attention verbatim head's attention branch greedily: it needs "
+                             "such a head (preset asr_hybrid_* or asr_maskctc_*), --beam 1, and no --lm-weight or --mask-ctc")
+        from decoders.search import DecodingOptions
+
+        options["verbatim"] = DecodingOptions(max_len=args.max_len, draft="ctc")
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
     for split in args.split:
