@@ -440,6 +440,23 @@ def test_zoo_eval_decodes_by_mask_ctc_and_names_it_in_the_card(tmp_path):
     assert all("Mask-CTC (P_thres 0.5, K=2, CTC weight 1)" in r["task_name"] for r in scored)
 
 
+def test_zoo_eval_speculative_scores_what_greedy_attention_decoding_scores(tmp_path, capsys):
+    from recipes.asr_subtitle.evaluate import main as evaluate
+
+    rows = _eval_corpus(tmp_path)
+    torch.manual_seed(0)
+    _tiny("hybrid", _tokenizers(rows)).save_pretrained(tmp_path / "h")
+    _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "c")
+    common = ["--model", str(tmp_path / "h"), "--corpus", str(tmp_path), "--split", "test_unseen", "--no-card"]
+    lines = []
+    for extra in ([], ["--speculative"]):
+        assert evaluate([*common, *extra]) == 0
+        lines.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("test_unseen")])
+    assert lines[0] == lines[1] and lines[0]
+    with pytest.raises(ValueError, match="ctc_attention verbatim head"):
+        evaluate(["--model", str(tmp_path / "c"), *common[2:], "--speculative"])
+
+
 def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_path):
     rng = np.random.default_rng(5)
     clean = (0.2 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
