@@ -99,6 +99,10 @@ class DecodingOptions:
                                  "ctc_weight=0, compile=False, use_cache=True")
 
 
+CTC_DRAFT_NEEDS_HYBRID = ("draft='ctc' copies drafts from a CTC branch: decode with a ctc_attention decoder "
+                          "(decoders.hybrid), or pass a drafter (decoders.drafters)")
+
+
 def length_norm(length: int, penalty: float | None) -> float:
     return float(length) if penalty is None else ((5.0 + length) / 6.0) ** penalty
 
@@ -314,6 +318,8 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     options = DecodingOptions() if options is None else options
     if not isinstance(options, DecodingOptions):
         raise TypeError(f"options must be decoders.search.DecodingOptions, got {type(options).__name__}")
+    if isinstance(options.draft, str):
+        raise ValueError(CTC_DRAFT_NEEDS_HYBRID)
     if options.ctc_weight > 0 and scorer is None:
         raise ValueError("ctc_weight > 0 needs a decoder with a CTC branch (ctc_attention); "
                          "this decoder has none, so leave ctc_weight at 0")
@@ -327,9 +333,6 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     device = decoder.embed.weight.device
     prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(state.utterances, -1)
     token_filter = TokenFilter(options, d.eos_id, d.vocab_size, device)
-    if options.draft == "ctc":
-        raise ValueError("draft='ctc' copies drafts from a CTC branch: decode with a ctc_attention decoder "
-                         "(decoders.hybrid), or pass a drafter (decoders.drafters)")
     if (options.draft is not None or options.max_active is not None) and scorer is None:
         from decoders.speculative import SpeculativeGreedy
 

@@ -300,8 +300,10 @@ class SpeculativeGreedy:
 def speculative_decode(decoder, memory, options) -> tuple[list[Hypothesis], SpecStats]:
     """Speculative greedy decoding with ``options.draft`` (or, without one, continuous-batching greedy); returns
     one Hypothesis per row and the stats."""
-    from decoders.search import TokenFilter
+    from decoders.search import CTC_DRAFT_NEEDS_HYBRID, TokenFilter
 
+    if isinstance(options.draft, str):
+        raise ValueError(CTC_DRAFT_NEEDS_HYBRID)
     if options.draft is None and options.max_active is None:
         raise ValueError("speculative_decode needs DecodingOptions(draft=<a drafter>) or max_active (continuous "
                          "batching of plain greedy)")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from decoders.ctc_prefix_score import CTCPrefixScorer
 from decoders.hybrid import ctc_attention
 from decoders.search import DecodingOptions, decode
+from decoders.speculative import speculative_decode
 from zoo.contract import Features
 from zoo.graph import ModelSpec, Node
 
@@ -171,7 +172,8 @@ def test_ctc_drafts_keep_greedy_tokens_and_need_a_hybrid():
     for active in (None, 2):
         drafted = dec.decode(mem, DecodingOptions(max_len=12, draft="ctc", max_active=active))
         assert [h.tokens for h in drafted] == [h.tokens for h in plain]
-    with pytest.raises(ValueError, match="ctc_attention"):
-        decode(dec.attention, mem, DecodingOptions(max_len=12, draft="ctc"))
+    for run in (decode, speculative_decode):
+        with pytest.raises(ValueError, match="ctc_attention"):
+            run(dec.attention, mem, DecodingOptions(max_len=12, draft="ctc"))
     with pytest.raises(ValueError, match="greedy only"):
         DecodingOptions(draft="ctc", ctc_weight=0.3)
