@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from decoders.speculative import DraftContext, run_layers
+from decoders.speculative import DraftContext, draft_lists, run_layers
 from zoo.contract import Features, Hypothesis
 
 __all__ = ["CopyDrafter", "EarlyExitDrafter", "FallbackDrafter", "MedusaHeads", "TokenCopyDrafter", "teacher_hidden",
@@ -227,14 +227,12 @@ class FallbackDrafter:
         self.drafts_from_start = getattr(primary, "drafts_from_start", False)
 
     def propose(self, ctx: DraftContext) -> list[list[int]]:
-        drafts = self.primary.propose(ctx)
-        drafts = drafts.tolist() if isinstance(drafts, Tensor) else [list(d) for d in drafts]
+        drafts = draft_lists(self.primary.propose(ctx))
         empty = [i for i, d in enumerate(drafts) if not d]
         if empty:
-            extra = self.fallback.propose(ctx)
-            extra = extra.tolist() if isinstance(extra, Tensor) else extra
+            extra = draft_lists(self.fallback.propose(ctx))
             for i in empty:
-                drafts[i] = list(extra[i])
+                drafts[i] = extra[i]
         return drafts
 
 

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from decoders.decoder_state import Memory, cross_attend
 from zoo.contract import Hypothesis
 
-__all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "run_layers", "speculative_decode"]
+__all__ = ["DraftContext", "Drafter", "RowCache", "SpecStats", "SpeculativeGreedy", "draft_lists", "run_layers",
+           "speculative_decode"]
 
 
 class RowCache:
@@ -154,6 +155,11 @@ class Drafter(Protocol):
         list per row (ragged: shorter drafts verify fewer tokens)."""
 
 
+def draft_lists(drafts: Tensor | list) -> list[list[int]]:
+    """A drafter's proposal, a (R, width) tensor or one sequence per row, as one list of ids per row."""
+    return drafts.tolist() if isinstance(drafts, Tensor) else [list(d) for d in drafts]
+
+
 # --- the search ------------------------------------------------------------------------------------
 @dataclass
 class SpecStats:
@@ -197,7 +203,8 @@ class SpeculativeGreedy:
         at_start = self.filter.first if opts.suppress_at_start else None
         while True:
             ended = [i for i, row in enumerate(rows) if done[row]]
-            # a forced prefix pads this pass to its length: admit only where every running row still has room
+            # positions left after the running rows' (the rows this pass drafts for, beside any admitted): a forced
+            # prefix pads the pass to its length, so rows are admitted only where it fits
             room = d.max_len - max((n for i, n in enumerate(lengths) if not done[rows[i]]), default=0)
             free = len(ended) + width - len(rows) if room >= len(forced) else 0
             admit = [pending.popleft() for _ in range(min(len(pending), free))]
@@ -224,16 +231,13 @@ class SpeculativeGreedy:
             drafting = grown + [i for i, c in enumerate(count) if not c and fresh]
             drafts = [forced[1:] if not c else [] for c in count]
             budget = max_new - 1 - min((count[i] for i in drafting), default=max_new)
-            budget = min(budget, d.max_len - 1 - max((lengths[i] for i in grown), default=0))
+            budget = min(budget, room - 1)
             if budget > 0 and k > 0 and drafting:
                 ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t,
                                    torch.tensor(last, device=device), hidden, out, budget)
-                proposed = self.drafter.propose(ctx)
-                proposed = proposed.tolist() if isinstance(proposed, Tensor) else proposed
-                # a fresh row's draft follows its prefix; the pass must still end within the positions
-                after_prefix = d.max_len - max((lengths[i] for i in grown), default=0) - len(forced)
-                for i in drafting:
-                    cap = min(budget, caps[i] if count[i] else min(caps[i], after_prefix))
+                proposed = draft_lists(self.drafter.propose(ctx))
+                for i in drafting:  # a fresh row's draft follows its prefix, and the pass must still fit
+                    cap = min(budget, caps[i] if count[i] else min(caps[i], room - len(forced)))
                     drafts[i] = drafts[i] + list(proposed[i][:cap])
             sizes = [1 + len(p) for p in drafts]
             n = max(sizes)
