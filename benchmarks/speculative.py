@@ -8,9 +8,11 @@ after layer 1 (adapter, 200 steps), CopySpec drafts from the source text under a
 tokenizer (ids reversed: mapped through text). CPU, 1 thread.
 
     python benchmarks/speculative.py     # writes benchmarks/results/speculative.json and .png
+    python benchmarks/speculative.py --steps 100 --drafter-steps 50 --out /tmp/spec   # a quick look
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import string
@@ -48,7 +50,7 @@ class CopyTask:
         return mem, {"tokens": tokens, "lengths": lengths}
 
 
-def timed(fn, repeats: int = 3):
+def timed(fn, repeats: int):
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -57,15 +59,22 @@ def timed(fn, repeats: int = 3):
     return out, best
 
 
-def main() -> dict:
-    torch.set_num_threads(1)
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help="decoder training steps on the copy task")
+    parser.add_argument("--drafter-steps", type=int, default=200, help="Medusa / early-exit training steps")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (best is kept)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for speculative.json and .png")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     task = CopyTask()
     dec = transformer_decoder(vocab_size=task.tok.vocab_size, dim=64, heads=4, layers=4, max_len=64,
                               bos_id=2, eos_id=3, pad_id=0)
     opt = torch.optim.AdamW(dec.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(1)
-    for step in range(400):
+    for step in range(args.steps):
         mem, tg = task.batch(g, 32)
         loss = dec(mem, tg).loss
         opt.zero_grad()
@@ -75,8 +84,8 @@ def main() -> dict:
     dec.eval()
     train = [task.batch(g, 32) for _ in range(8)]
     medusa, early = MedusaHeads(dec, 4), EarlyExitDrafter(dec, exit_layer=1, k=4)
-    m_loss = train_drafter(medusa, dec, train, 200, 3e-3)
-    e_loss = train_drafter(early, dec, train, 200, 3e-3)
+    m_loss = train_drafter(medusa, dec, train, args.drafter_steps, 3e-3)
+    e_loss = train_drafter(early, dec, train, args.drafter_steps, 3e-3)
     print(f"medusa loss {m_loss[0]:.2f} -> {m_loss[-1]:.2f}; early-exit KL {e_loss[0]:.2f} -> {e_loss[-1]:.2f}")
     test_mem, test_tg = task.batch(torch.Generator().manual_seed(99), 16)
     refs = [Hypothesis(task.source_tok.encode(task.tok.decode(test_tg["tokens"][i, : int(test_tg["lengths"][i])].tolist())))
@@ -85,7 +94,7 @@ def main() -> dict:
     rows = []
     for batch in (1, 8):
         chunks = [torch.arange(i, i + batch) for i in range(0, 16, batch)]
-        plain, t_plain = timed(lambda: [h for c in chunks for h in dec.decode(test_mem.select(c), opts)])
+        plain, t_plain = timed(lambda: [h for c in chunks for h in dec.decode(test_mem.select(c), opts)], args.repeats)
         acc = sum(h.tokens == test_tg["tokens"][i, : int(test_tg["lengths"][i])].tolist() for i, h in enumerate(plain)) / 16
         rows.append(dict(batch=batch, drafter="greedy", seconds=t_plain, speedup=1.0, tokens_per_pass=1.0,
                          identical=True, exact_copy=acc))
@@ -99,18 +108,18 @@ def main() -> dict:
                     hyps += h
                     accepted += stats.accepted
                 return hyps, sum(accepted) / len(accepted)
-            (hyps, mean_acc), t = timed(run)
+            (hyps, mean_acc), t = timed(run, args.repeats)
             same = [h.tokens for h in hyps] == [h.tokens for h in plain]
             rows.append(dict(batch=batch, drafter=name, seconds=t, speedup=t_plain / t, tokens_per_pass=mean_acc,
                              identical=same, exact_copy=acc))
     for r in rows:
         print(f"batch {r['batch']}  {r['drafter']:<11} {r['seconds'] * 1000:8.1f} ms  x{r['speedup']:.2f}  "
               f"{r['tokens_per_pass']:.2f} tokens/pass  identical={r['identical']}")
-    result = dict(model="4-layer d=64 transformer_decoder, copy task (20-40 chars), 400 steps; 16 test rows",
-                  machine=platform.processor() or platform.machine(), threads=1, rows=rows,
+    result = dict(model=f"4-layer d=64 transformer_decoder, copy task (20-40 chars), {args.steps} steps; 16 test rows",
+                  machine=platform.processor() or platform.machine(), threads=args.threads, rows=rows,
                   decoder_loss=float(loss.detach()), medusa_loss=[m_loss[0], m_loss[-1]], early_exit_kl=[e_loss[0], e_loss[-1]])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speculative.json").write_text(json.dumps(result, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speculative.json").write_text(json.dumps(result, indent=2))
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -124,7 +133,7 @@ def main() -> dict:
     ax.set_title("Speculative greedy (identical output), toy copy task, CPU")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "speculative.png", dpi=120)
+    fig.savefig(args.out / "speculative.png", dpi=120)
     return result
 
 
