@@ -172,131 +172,192 @@ class SpecStats:
         return sum(self.accepted) / max(len(self.accepted), 1)
 
 
+@dataclass
+class Places:
+    """The rows decoding at once, one per place, kept on the host so that a pass syncs with the device once.
+    When a row ends, the next utterance takes its place and its cache row; places left over are dropped."""
+
+    hidden: Tensor                                     # (places, dim) final hidden state that predicted ``last``
+    utt: list[int] = field(default_factory=list)       # the caller's row decoded in each place
+    length: list[int] = field(default_factory=list)    # positions in the cache
+    count: list[int] = field(default_factory=list)     # tokens generated past the forced prefix (0: just admitted)
+    cap: list[int] = field(default_factory=list)       # its draft length (the heuristic schedule moves it)
+    last: list[int] = field(default_factory=list)      # newest token, not in the cache yet
+
+    def refill(self, ended: list[int], admit: list[int], cache: RowCache, cap: int, first: int) -> None:
+        """Utterances ``admit`` take the places ``ended`` (their cache rows are overwritten from position 0 on),
+        then new places at the end; ended places left over are dropped, with their cache rows."""
+        span = max(self.length, default=0)
+        for i, utt in zip(ended, admit):
+            self.utt[i], self.length[i], self.count[i], self.cap[i], self.last[i] = utt, 0, 0, cap, first
+        drop = set(ended[len(admit):])
+        if drop:
+            keep = [i for i in range(len(self.utt)) if i not in drop]
+            index = torch.tensor(keep, device=self.hidden.device)
+            cache.compact(index, span)
+            self.hidden = self.hidden.index_select(0, index)
+            self.utt, self.length, self.count, self.cap, self.last = (
+                [v[i] for i in keep] for v in (self.utt, self.length, self.count, self.cap, self.last))
+        extra = admit[len(ended):]
+        if extra:  # the first pass, or places left free
+            n = len(extra)
+            self.utt, self.length, self.count = self.utt + extra, self.length + [0] * n, self.count + [0] * n
+            self.cap, self.last = self.cap + [cap] * n, self.last + [first] * n
+            self.hidden = torch.cat([self.hidden, self.hidden.new_zeros(n, self.hidden.shape[1])])
+
+
+@dataclass
+class VerifyPass:
+    """One pass's packing: place i's ``sizes[i]`` tokens (its last token, then its drafts; an admitted place's
+    forced prefix, then its drafts) are rows ``offsets[i]:`` of the output; ``ran[i]`` positions ran through
+    the decoder for it (its size when packed, the widest size when not)."""
+
+    sizes: list[int]
+    offsets: list[int]
+    ran: list[int]
+    keep: Tensor | None              # flat indices of the real tokens in (places, width), None: not packed
+
+    @classmethod
+    def plan(cls, sizes: list[int], device) -> VerifyPass:
+        n = max(sizes)
+        if sum(sizes) < 0.9 * n * len(sizes):  # ragged enough: pack the real tokens for the products
+            keep = torch.tensor([i * n + j for i, s in enumerate(sizes) for j in range(s)], device=device)
+            return cls(sizes, list(itertools.accumulate(sizes, initial=0)), sizes, keep)
+        return cls(sizes, [i * n for i in range(len(sizes) + 1)], [n] * len(sizes), None)
+
+
 class SpeculativeGreedy:
     """Draft-and-verify greedy search; same tokens as :class:`decoders.search.GreedySearch`. ``drafter`` None
-    verifies no drafts: plain greedy with per-row positions, for continuous batching."""
+    verifies no drafts: plain greedy with per-row positions, for continuous batching. A round: places that
+    ended take the next utterances (:meth:`Places.refill`), the drafter proposes (:meth:`propose`), one decoder
+    pass scores every place's tokens (:meth:`verify`), and each place keeps its drafts up to the first that
+    differs from greedy's own token, plus that token (:meth:`accept`)."""
 
     def __init__(self, options, eos_id: int, token_filter, drafter: Drafter | None):
         self.options, self.eos, self.filter, self.drafter = options, eos_id, token_filter, drafter
+        self.k = getattr(drafter, "k", 1) if drafter is not None else 0
+        self.fresh = getattr(drafter, "drafts_from_start", False)  # it drafts an admitted row's first tokens too
         self.stats = SpecStats()
 
     @torch.no_grad()
     def run(self, state, prefix: Tensor, max_new: int) -> list[list[Hypothesis]]:
-        dec, eos, opts = state.decoder, self.eos, self.options
-        d, batch, device = dec.dims, prefix.shape[0], prefix.device
+        dec, opts = state.decoder, self.options
+        d, batch = dec.dims, prefix.shape[0]
         width = batch if opts.max_active is None else min(opts.max_active, batch)
         cache = RowCache(d.layers, width, d.heads, d.max_len, d.dim // d.heads, dec.embed.weight)
-        full = state.mem
+        full = mem = state.mem
         frames = None if full.mask is None else full.mask.flatten(1).sum(1).tolist()
-        forced = prefix[0].tolist()  # bos + the forced prefix: what an admitted row feeds first, all accepted
-        out, sums, done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
+        self.forced, self.max_new = prefix[0].tolist(), max_new  # bos + forced prefix: fed first, all accepted
+        self.out, self.sums, self.done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
         # longest memory first (LPT scheduling): the last rows to finish are then short, so fewer passes run
         # with places left empty
-        order = range(batch) if frames is None or width == batch else sorted(range(batch), key=lambda r: -frames[r])
-        pending = deque(order)
-        # bookkeeping on the host (one list per active row), so a round syncs with the device once
-        k = getattr(self.drafter, "k", 1) if self.drafter is not None else 0
-        fresh = getattr(self.drafter, "drafts_from_start", False)
-        rows, lengths, count, caps, last = [], [], [], [], []
-        hidden, mem = dec.embed.weight.new_zeros(0, d.dim), full
-        always, min_len, adaptive = self.filter.always, opts.min_len, opts.draft_schedule == "heuristic"
-        at_start = self.filter.first if opts.suppress_at_start else None
+        pending = deque(range(batch) if frames is None or width == batch else
+                        sorted(range(batch), key=lambda r: -frames[r]))
+        places = Places(dec.embed.weight.new_zeros(0, d.dim))
         while True:
-            ended = [i for i, row in enumerate(rows) if done[row]]
+            ended = [i for i, utt in enumerate(places.utt) if self.done[utt]]
             # positions left after the running rows' (the rows this pass drafts for, beside any admitted): a forced
             # prefix pads the pass to its length, so rows are admitted only where it fits
-            room = d.max_len - max((n for i, n in enumerate(lengths) if not done[rows[i]]), default=0)
-            free = len(ended) + width - len(rows) if room >= len(forced) else 0
+            room = d.max_len - max((n for n, utt in zip(places.length, places.utt) if not self.done[utt]), default=0)
+            free = len(ended) + width - len(places.utt) if room >= len(self.forced) else 0
             admit = [pending.popleft() for _ in range(min(len(pending), free))]
-            if len(ended) == len(rows) and not admit:
+            if len(ended) == len(places.utt) and not admit:
                 break
-            if ended or admit:  # the next utterances take the places of rows that ended
-                span, drop = max(lengths, default=0), ended[len(admit):]
-                for i, utt in zip(ended, admit):  # in place: the cache row is overwritten from position 0 on
-                    rows[i], lengths[i], count[i], caps[i], last[i] = utt, 0, 0, k, forced[0]
-                if drop:
-                    gone = set(drop)
-                    keep = [i for i in range(len(rows)) if i not in gone]
-                    cache.compact(torch.tensor(keep, device=device), span)
-                    hidden = hidden.index_select(0, torch.tensor(keep, device=device))
-                    rows, lengths, count, caps, last = ([v[i] for i in keep] for v in (rows, lengths, count, caps, last))
-                extra = admit[len(ended):]
-                if extra:  # the first pass (or places left free)
-                    rows, lengths, count = rows + extra, lengths + [0] * len(extra), count + [0] * len(extra)
-                    caps, last = caps + [k] * len(extra), last + [forced[0]] * len(extra)
-                    hidden = torch.cat([hidden, hidden.new_zeros(len(extra), d.dim)])
-                mem = active_memory(full, rows, frames)
-            lengths_t = torch.tensor(lengths, device=device)
-            grown = [i for i, c in enumerate(count) if c]  # rows past their forced prefix
-            drafting = grown + [i for i, c in enumerate(count) if not c and fresh]
-            drafts = [forced[1:] if not c else [] for c in count]
-            budget = max_new - 1 - min((count[i] for i in drafting), default=max_new)
-            budget = min(budget, room - 1)
-            if budget > 0 and k > 0 and drafting:
-                ctx = DraftContext(dec, mem, cache, torch.tensor(rows, device=device), lengths_t,
-                                   torch.tensor(last, device=device), hidden, out, budget)
-                proposed = draft_lists(self.drafter.propose(ctx))
-                for i in drafting:  # a fresh row's draft follows its prefix, and the pass must still fit
-                    cap = min(budget, caps[i] if count[i] else min(caps[i], room - len(forced)))
-                    drafts[i] = drafts[i] + list(proposed[i][:cap])
-            sizes = [1 + len(p) for p in drafts]
-            n = max(sizes)
-            inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(last, drafts, sizes)], device=device)
-            if sum(sizes) < 0.9 * n * len(rows):  # ragged enough: pack the real tokens for the products
-                offsets = list(itertools.accumulate(sizes, initial=0))
-                keep = torch.tensor([i * n + j for i, s in enumerate(sizes) for j in range(s)], device=device)
-            else:
-                offsets, keep = [i * n for i in range(len(rows) + 1)], None
-            ran = sizes if keep is not None else [n] * len(rows)  # positions each row runs through the decoder
-            x = run_layers(dec, inp, mem, cache, lengths_t[:, None] + torch.arange(n, device=device),
-                           span=max(lengths) + n, keep=keep).reshape(offsets[-1], -1)
-            # the step each position predicts: a drafted row's next token is step count; an admitted row's is
-            # step 0, at its last forced token
-            lo = [0 if c else len(forced) - 1 for c in count]
-            logp = dec.logits(x).float().log_softmax(-1)                    # (tokens, V)
-            if always.numel():
-                logp[:, always] = float("-inf")
-            if min_len > 0:
-                steps = torch.tensor([c + j - b for c, b, s in zip(count, lo, ran) for j in range(s)], device=device)
-                logp[:, eos] = logp[:, eos].masked_fill(steps < min_len, float("-inf"))
-            if at_start is not None and len(grown) < len(rows):
-                firsts = torch.tensor([offsets[i] + lo[i] for i, c in enumerate(count) if not c], device=device)
-                logp[firsts[:, None], at_start] = float("-inf")
-            greedy = logp.argmax(-1)
-            lps = logp.gather(1, greedy[:, None]).squeeze(1)
+            if ended or admit:
+                places.refill(ended, admit, cache, self.k, self.forced[0])
+                mem = active_memory(full, places.utt, frames)
+            drafts, drafting = self.propose(dec, places, mem, cache, room)
+            # the step each token predicts: a drafted place's first is step count; an admitted place's is step 0,
+            # at its last forced token (row ``lo`` of its tokens)
+            lo = [0 if c else len(self.forced) - 1 for c in places.count]
+            layout = VerifyPass.plan([1 + len(p) for p in drafts], prefix.device)
+            x, greedy, logp = self.verify(dec, places, drafts, layout, lo, mem, cache)
             self.stats.rounds += 1
-            self.stats.verified += sum(ran[i] for i in drafting)
-            g_all, lp_all = greedy.tolist(), lps.tolist()
-            picks = []
-            for i, row in enumerate(rows):
-                g, lp = g_all[offsets[i]: offsets[i] + sizes[i]], lp_all[offsets[i]: offsets[i] + sizes[i]]
-                p, a = drafts[i], lo[i]  # a: drafts equal to greedy's own tokens, from the first on (forced: all)
-                while a < len(p) and p[a] == g[a]:
-                    a += 1
-                if adaptive and p and count[i]:  # transformers' "heuristic" schedule: +2 after a full accept, else -1
-                    caps[i] = min(k, caps[i] + 2) if a == len(p) else max(1, caps[i] - 1)
-                picks.append(offsets[i] + a)
-                take = min(a + 1 - lo[i], max_new - count[i])
-                new = g[lo[i]: lo[i] + take]
-                if eos in new:
-                    take = new.index(eos) + 1
-                    new, done[row] = new[:take], True
-                out[row] += new
-                sums[row] += sum(lp[lo[i]: lo[i] + take])
-                done[row] = done[row] or len(out[row]) >= max_new
-                if count[i] or fresh:
-                    self.stats.accepted.append(take)
-                lengths[i] += a + 1
-                count[i] += a + 1 - lo[i]
-                last[i] = g[a]
-            hidden = x.index_select(0, torch.tensor(picks, device=device))
+            self.stats.verified += sum(layout.ran[i] for i in drafting)
+            picks = self.accept(places, drafts, layout, lo, greedy, logp)
+            places.hidden = x.index_select(0, torch.tensor(picks, device=x.device))
+        return self.hypotheses()
+
+    def propose(self, dec, places: Places, mem, cache: RowCache, room: int) -> tuple[list[list[int]], list[int]]:
+        """Each place's tokens after its last (an admitted place: the rest of its forced prefix, then drafts),
+        and the places that drafted."""
+        count, forced = places.count, self.forced
+        grown = [i for i, c in enumerate(count) if c]  # places past their forced prefix
+        drafting = grown + [i for i, c in enumerate(count) if not c and self.fresh]
+        drafts = [forced[1:] if not c else [] for c in count]
+        budget = min(self.max_new - 1 - min((count[i] for i in drafting), default=self.max_new), room - 1)
+        if budget > 0 and self.k > 0 and drafting:
+            device = places.hidden.device
+            ctx = DraftContext(dec, mem, cache, torch.tensor(places.utt, device=device),
+                               torch.tensor(places.length, device=device), torch.tensor(places.last, device=device),
+                               places.hidden, self.out, budget)
+            proposed = draft_lists(self.drafter.propose(ctx))
+            for i in drafting:  # an admitted place's draft follows its prefix, and the pass must still fit
+                cap = min(budget, places.cap[i] if count[i] else min(places.cap[i], room - len(forced)))
+                drafts[i] = drafts[i] + list(proposed[i][:cap])
+        return drafts, drafting
+
+    def verify(self, dec, places: Places, drafts: list[list[int]], layout: VerifyPass, lo: list[int], mem,
+               cache: RowCache) -> tuple[Tensor, list[int], list[float]]:
+        """One decoder pass over every place's ``[last, *drafts]``: the final hidden states (packed tokens, dim),
+        greedy's token after each and its log-probability, under the search's token filters."""
+        d, device, n = dec.dims, places.hidden.device, max(layout.sizes)
+        inp = torch.tensor([[t, *p] + [d.pad_id] * (n - s) for t, p, s in zip(places.last, drafts, layout.sizes)],
+                           device=device)
+        lengths = torch.tensor(places.length, device=device)
+        x = run_layers(dec, inp, mem, cache, lengths[:, None] + torch.arange(n, device=device),
+                       span=max(places.length) + n, keep=layout.keep).reshape(layout.offsets[-1], -1)
+        logp = dec.logits(x).float().log_softmax(-1)                    # (tokens, V)
+        if self.filter.always.numel():
+            logp[:, self.filter.always] = float("-inf")
+        if self.options.min_len > 0:
+            steps = torch.tensor([c + j - b for c, b, s in zip(places.count, lo, layout.ran) for j in range(s)],
+                                 device=device)
+            logp[:, self.eos] = logp[:, self.eos].masked_fill(steps < self.options.min_len, float("-inf"))
+        if self.options.suppress_at_start and 0 in places.count:
+            firsts = torch.tensor([layout.offsets[i] + lo[i] for i, c in enumerate(places.count) if not c], device=device)
+            logp[firsts[:, None], self.filter.first] = float("-inf")
+        greedy = logp.argmax(-1)
+        return x, greedy.tolist(), logp.gather(1, greedy[:, None]).squeeze(1).tolist()
+
+    def accept(self, places: Places, drafts: list[list[int]], layout: VerifyPass, lo: list[int], greedy: list[int],
+               logp: list[float]) -> list[int]:
+        """Each place keeps its drafts up to the first that greedy disagrees with, plus greedy's token there;
+        returns the packed row whose hidden state predicted each place's new last token."""
+        eos, max_new, picks = self.eos, self.max_new, []
+        adaptive = self.options.draft_schedule == "heuristic"
+        for i, utt in enumerate(places.utt):
+            start, count = layout.offsets[i], places.count[i]
+            g, lp = greedy[start: start + layout.sizes[i]], logp[start: start + layout.sizes[i]]
+            p, a = drafts[i], lo[i]  # a: drafts equal to greedy's own tokens, from the first on (forced: all)
+            while a < len(p) and p[a] == g[a]:
+                a += 1
+            if adaptive and p and count:  # transformers' "heuristic" schedule: +2 after a full accept, else -1
+                places.cap[i] = min(self.k, places.cap[i] + 2) if a == len(p) else max(1, places.cap[i] - 1)
+            picks.append(start + a)
+            take = min(a + 1 - lo[i], max_new - count)
+            new = g[lo[i]: lo[i] + take]
+            if eos in new:
+                take = new.index(eos) + 1
+                new, self.done[utt] = new[:take], True
+            self.out[utt] += new
+            self.sums[utt] += sum(lp[lo[i]: lo[i] + take])
+            self.done[utt] = self.done[utt] or len(self.out[utt]) >= max_new
+            if count or self.fresh:
+                self.stats.accepted.append(take)
+            places.length[i] += a + 1
+            places.count[i] += a + 1 - lo[i]
+            places.last[i] = g[a]
+        return picks
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
         from decoders.search import length_norm
 
         hyps = []
-        for b in range(batch):
-            toks = out[b][: out[b].index(eos)] if eos in out[b] else out[b][:max_new]
-            pen = length_norm(min(len(toks) + 1, max_new), opts.length_penalty)
-            hyps.append([Hypothesis(toks, score=sums[b] / pen)])
+        for toks, score in zip(self.out, self.sums):
+            toks = toks[: toks.index(self.eos)] if self.eos in toks else toks[: self.max_new]
+            pen = length_norm(min(len(toks) + 1, self.max_new), self.options.length_penalty)
+            hyps.append([Hypothesis(toks, score=score / pen)])
         return hyps
 
 
