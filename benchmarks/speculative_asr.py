@@ -60,8 +60,11 @@ def heads(model, target: str) -> tuple:
     return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
 
 
-def stack(parts: list) -> Features:
-    """The memories of several batches as one batch, padded to the longest (``lengths`` marks each row's end)."""
+def stack(parts: list) -> Features | list[Features]:
+    """The memories of several batches as one batch, padded to the longest (``lengths`` marks each row's end);
+    a decoder reading several sources (a list of Features per batch) gets one stacked Features per source."""
+    if isinstance(parts[0], (list, tuple)):
+        return [stack(list(source)) for source in zip(*parts)]
     frames = max(f.x.shape[1] for f in parts)
     x = torch.cat([F.pad(f.x, (0, 0, 0, frames - f.x.shape[1])) for f in parts])
     lengths = [f.lengths if f.lengths is not None else torch.full((f.x.shape[0],), f.x.shape[1]) for f in parts]

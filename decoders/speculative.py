@@ -74,19 +74,39 @@ class RowCache:
             t[: keep.numel(), :, :span] = t[keep, :, :span]
 
 
-def active_memory(mem: Memory, rows: list[int], frames: list[int] | None) -> Memory:
-    """The memory of utterances ``rows``, cut to the longest of their ``frames`` (valid frames per utterance;
-    None = unpadded); the mask is dropped when no row is padded any more."""
+@dataclass(frozen=True)
+class MemoryExtent:
+    """Where each utterance's attended frames lie in a padded memory: ``ends[r]`` is one past its last one,
+    ``valid[r]`` how many there are. Frames from ``ends[r]`` on are padding; frames before it are all attended
+    when ``valid[r] == ends[r]``, but not always: a decoder reading several sources concatenates them, each
+    padded, so its valid frames are not one prefix."""
+
+    ends: list[int]
+    valid: list[int]
+
+    @classmethod
+    def of(cls, mask: Tensor | None) -> MemoryExtent | None:
+        if mask is None:
+            return None
+        keep = mask.flatten(1)
+        ends = (keep * torch.arange(1, keep.shape[1] + 1, device=keep.device)).amax(1)
+        return cls(ends.tolist(), keep.sum(1).tolist())
+
+
+def active_memory(mem: Memory, rows: list[int], extent: MemoryExtent | None) -> Memory:
+    """The memory of utterances ``rows``, cut after the last frame any of them attends; the mask is dropped
+    when none of them is padded any more."""
     every = rows == list(range(mem.k[0].shape[0]))
     idx = torch.tensor(rows, device=mem.k[0].device)
-    if frames is None:
+    if extent is None:
         return mem if every else mem.select(idx)
-    longest, axis = max(frames[r] for r in rows), 3 if mem.keys_last else 2
+    longest, axis = max(extent.ends[r] for r in rows), 3 if mem.keys_last else 2
+    dense = all(extent.valid[r] == longest for r in rows)  # every row attends every frame before the cut
     if every and longest == mem.mask.shape[-1]:
-        return Memory(mem.k, mem.v, None if min(frames) == longest else mem.mask, mem.keys_last)
+        return Memory(mem.k, mem.v, None if dense else mem.mask, mem.keys_last)
     cut = Memory([t.narrow(axis, 0, longest) for t in mem.k], [t.narrow(axis, 0, longest) for t in mem.v],
                  mem.mask.narrow(3, 0, longest), mem.keys_last).select(idx)
-    if all(frames[r] == longest for r in rows):
+    if dense:
         cut.mask = None
     return cut
 
@@ -246,13 +266,13 @@ class SpeculativeGreedy:
         width = batch if opts.max_active is None else min(opts.max_active, batch)
         cache = RowCache(d.layers, width, d.heads, d.max_len, d.dim // d.heads, dec.embed.weight)
         full = mem = state.mem
-        frames = None if full.mask is None else full.mask.flatten(1).sum(1).tolist()
+        extent = MemoryExtent.of(full.mask)
         self.forced, self.max_new = prefix[0].tolist(), max_new  # bos + forced prefix: fed first, all accepted
         self.out, self.sums, self.done = [[] for _ in range(batch)], [0.0] * batch, [False] * batch
         # longest memory first (LPT scheduling): the last rows to finish are then short, so fewer passes run
         # with places left empty
-        pending = deque(range(batch) if frames is None or width == batch else
-                        sorted(range(batch), key=lambda r: -frames[r]))
+        pending = deque(range(batch) if extent is None or width == batch else
+                        sorted(range(batch), key=lambda r: -extent.valid[r]))
         places = Places(dec.embed.weight.new_zeros(0, d.dim))
         while True:
             ended = [i for i, utt in enumerate(places.utt) if self.done[utt]]
@@ -265,7 +285,7 @@ class SpeculativeGreedy:
                 break
             if ended or admit:
                 places.refill(ended, admit, cache, self.k, self.forced[0])
-                mem = active_memory(full, places.utt, frames)
+                mem = active_memory(full, places.utt, extent)
             drafts, drafting = self.propose(dec, places, mem, cache, room)
             # the step each token predicts: a drafted place's first is step count; an admitted place's is step 0,
             # at its last forced token (row ``lo`` of its tokens)

@@ -27,9 +27,10 @@ from zoo.tokenizers import CharTokenizer
 VOCAB = 40
 
 
-def random_decoder(seed: int, layers: int = 2, max_len: int = 40) -> TransformerDecoder:
+def random_decoder(seed: int, layers: int = 2, max_len: int = 40, sources: int = 1) -> TransformerDecoder:
     """Well-spread random weights; the EOS logit follows a position direction so rows end at varied steps."""
-    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=max_len, tie_embeddings=False)
+    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=max_len, tie_embeddings=False,
+                              sources=sources)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in dec.named_parameters():
@@ -42,9 +43,13 @@ def random_decoder(seed: int, layers: int = 2, max_len: int = 40) -> Transformer
     return dec.eval()
 
 
-def random_memory(seed: int, batch: int) -> Features:
+def random_memory(seed: int, batch: int, sources: int = 1) -> Features | list[Features]:
+    """Padded memories; with several sources (a cascade's decoder reads them concatenated, each padded) the
+    attended frames of a row are not one prefix."""
     g = torch.Generator().manual_seed(seed)
-    return Features(torch.randn(batch, 9, 32, generator=g), torch.randint(2, 10, (batch,), generator=g))
+    feats = [Features(torch.randn(batch, 9 - 2 * i, 32, generator=g), torch.randint(2, 10 - 2 * i, (batch,), generator=g))
+             for i in range(sources)]
+    return feats[0] if sources == 1 else feats
 
 
 class RandomDrafter:
@@ -106,9 +111,9 @@ def assert_same(plain: list[Hypothesis], spec: list[Hypothesis]):
 @given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 8]), kind=st.sampled_from(
     ["random", "oracle", "ragged", "medusa", "early_exit", "fallback", "none"]), k=st.integers(1, 6),
     min_len=st.sampled_from([0, 0, 3]), max_len=st.integers(1, 24), schedule=st.sampled_from(["constant", "heuristic"]),
-    max_active=st.sampled_from([None, None, 1, 3]))
-def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule, max_active):
-    dec, mem = random_decoder(seed % 7, layers=3), random_memory(seed, batch)
+    max_active=st.sampled_from([None, None, 1, 3]), sources=st.sampled_from([1, 1, 2]))
+def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, schedule, max_active, sources):
+    dec, mem = random_decoder(seed % 7, layers=3, sources=sources), random_memory(seed, batch, sources)
     base = dict(max_len=max_len, min_len=min(min_len, max_len - 1), suppress_tokens=(5,) if seed % 2 else (),
                 suppress_at_start=(6, 7) if seed % 3 == 0 else (), prefix=(7, 8) if seed % 5 == 0 else ())
     plain = dec.decode(mem, DecodingOptions(**base))
@@ -124,6 +129,21 @@ def test_speculative_equals_greedy(seed, batch, kind, k, min_len, max_len, sched
         max_active = 2  # no drafter: continuous-batching greedy
     spec = dec.decode(mem, DecodingOptions(**base, draft=drafter, draft_schedule=schedule, max_active=max_active))
     assert_same(plain, spec)
+
+
+@pytest.mark.parametrize("max_active", [None, 3])
+def test_two_source_memory_keeps_every_attended_frame(max_active):
+    """Regression: the active rows' memory was cut after their count of attended frames, which drops frames
+    of a second source (a cascade's subtitle decoder reads the written and the acoustic encoders)."""
+    dec = random_decoder(3, sources=2)
+    for seed in range(6):
+        mem = random_memory(seed, 8, sources=2)
+        plain = dec.decode(mem, DecodingOptions(max_len=20))
+        truth = [h.tokens for h in plain]
+        for drafter in (None, RaggedOracle(truth, dec.dims.eos_id, seed, 4, 0.15)):
+            spec = dec.decode(mem, DecodingOptions(max_len=20, draft=drafter, max_active=max_active or
+                                                   (None if drafter else 8)))
+            assert_same(plain, spec)
 
 
 def test_continuous_batching_admits_the_next_utterance_where_a_row_ends():
@@ -376,3 +396,7 @@ def test_speculative_benchmark_stacks_batches_into_one_padded_memory():
     whole = stack([a, b])
     assert whole.x.shape == (3, 7, 4) and whole.lengths.tolist() == [5, 3, 7]
     assert torch.equal(whole.x[:2, :5], a.x) and torch.equal(whole.x[2], b.x[0]) and not whole.x[:2, 5:].any()
+    # a decoder reading two sources (a cascade): one stacked memory per source
+    c, d = Features(torch.randn(2, 4, 3)), Features(torch.randn(1, 6, 3), torch.tensor([2]))
+    two = stack([[a, c], [b, d]])
+    assert [m.x.shape for m in two] == [(3, 7, 4), (3, 6, 3)] and two[1].lengths.tolist() == [4, 4, 2]
