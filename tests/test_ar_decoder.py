@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from decoders.search import DecodingOptions
 from decoders.transformer_decoder import KEYS_LAST_MIN_FRAMES, TransformerDecoder, transformer_decoder
@@ -241,3 +243,40 @@ def test_bad_inputs_raise_clear_errors():
         transformer_decoder(vocab_size=20, dim=18, heads=4)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         transformer_decoder(vocab_size=20, eos_id=25)
+
+
+SEARCHES = {  # every decoding path of a TransformerDecoder that takes a padded batch
+    "greedy": dict(), "uncached": dict(use_cache=False), "beam 3": dict(beam_size=3),
+    "beam 4, n_best 2, GNMT penalty": dict(beam_size=4, n_best=2, length_penalty=0.6),
+    "diverse beam 4 in 2 groups": dict(beam_size=4, groups=2, diversity=0.5),
+    "continuous greedy, 2 places": dict(max_active=2), "vocab screen": dict(vocab_screen=True),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), search=st.sampled_from(sorted(SEARCHES)), sources=st.sampled_from([1, 2]),
+       keys_last=st.booleans(), min_len=st.sampled_from([0, 2]), prefix=st.sampled_from([(), (7,)]))
+def test_a_padded_batch_decodes_as_each_row_alone(seed, search, sources, keys_last, min_len, prefix):
+    """Rows of a padded batch (their padding filled with loud noise; with two sources each is padded, so a row's
+    frames are not one prefix of the concatenated memory) decode as each row alone, unpadded, for every search
+    and both memory layouts."""
+    import decoders.transformer_decoder as td
+
+    dec = random_decoder(sources=sources)
+    g = torch.Generator().manual_seed(seed)
+    feats = []
+    for i in range(sources):
+        frames = 9 - 3 * i
+        x, lengths = torch.randn(4, frames, 32, generator=g), torch.randint(1, frames + 1, (4,), generator=g)
+        x = x.masked_fill(torch.arange(frames)[None, :, None] >= lengths[:, None, None], 1e3)
+        feats.append(Features(x, lengths))
+    opts = DecodingOptions(max_len=10, min_len=min_len, prefix=prefix, **SEARCHES[search])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(td, "KEYS_LAST_MIN_FRAMES", 0 if keys_last else 10**9)
+        batch = nbest(dec.decode(feats if sources > 1 else feats[0], opts))
+        for row in range(4):
+            alone = [Features(f.x[row: row + 1, : int(f.lengths[row])]) for f in feats]
+            single = nbest(dec.decode(alone if sources > 1 else alone[0], opts))[0]
+            assert [h.tokens for h in batch[row]] == [h.tokens for h in single], (search, row)
+            if search != "vocab screen":  # its log-normaliser comes from the int8 logits (tests/test_vocab_screen.py)
+                assert [h.score for h in batch[row]] == pytest.approx([h.score for h in single], abs=1e-4)
