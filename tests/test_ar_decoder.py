@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import spread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,18 +15,6 @@ from zoo.registry import create_decoder, create_encoder
 
 torch.set_num_threads(1)
 V, PAD, BOS, EOS = 11, 0, 1, 2
-
-
-def spread(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Well-spread random weights (no near-ties in the logits, non-degenerate token streams)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if name.endswith("ln.weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * 1.5)
-    return module.eval()
 
 
 def random_decoder(**overrides) -> TransformerDecoder:

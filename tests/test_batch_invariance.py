@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import spread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,18 +18,6 @@ from decoders.search import DecodingOptions
 from zoo.contract import Features
 
 DIM, ROWS = 32, 4
-
-
-def spread(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Well-spread random weights (no near-ties), as in tests/test_ar_decoder.py."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if name.endswith("ln.weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * 1.5)
-    return module.eval()
 
 
 def padded(seed: int, sources: int = 1, frames: int = 14) -> list[Features]:

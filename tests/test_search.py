@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import spread
 
 from decoders.search import BeamSearch, DecodingOptions, GreedySearch, TokenFilter, length_norm
 from decoders.transformer_decoder import TransformerDecoder, transformer_decoder
@@ -15,16 +16,11 @@ torch.set_num_threads(1)
 
 def random_decoder(seed: int = 1, vocab: int = 40) -> TransformerDecoder:
     """Well-spread random weights; the EOS logit follows a position direction so rows end at varied steps."""
-    dec = transformer_decoder(vocab_size=vocab, dim=32, heads=4, layers=2, max_len=32, tie_embeddings=False)
-    g = torch.Generator().manual_seed(seed)
+    dec = spread(transformer_decoder(vocab_size=vocab, dim=32, heads=4, layers=2, max_len=32, tie_embeddings=False),
+                 seed)
     with torch.no_grad():
-        for name, p in dec.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if name.endswith("ln.weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * 1.5)
         dec.head.weight[dec.dims.eos_id] = 0.6 * dec.pos[10] / dec.pos[10].norm() * dec.dims.dim ** 0.5
-    return dec.eval()
+    return dec
 
 
 def memory(seed: int = 1) -> Features:

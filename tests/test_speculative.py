@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import spread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,18 +30,12 @@ VOCAB = 40
 
 def random_decoder(seed: int, layers: int = 2, max_len: int = 40, sources: int = 1) -> TransformerDecoder:
     """Well-spread random weights; the EOS logit follows a position direction so rows end at varied steps."""
-    dec = transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=max_len, tie_embeddings=False,
-                              sources=sources)
-    g = torch.Generator().manual_seed(seed)
+    dec = spread(transformer_decoder(vocab_size=VOCAB, dim=32, heads=4, layers=layers, max_len=max_len,
+                                     tie_embeddings=False, sources=sources), seed)
     with torch.no_grad():
-        for name, p in dec.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if name.endswith("ln.weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * 1.5)
         at = 6 + seed % 8
         dec.head.weight[dec.dims.eos_id] = 0.6 * dec.pos[at] / dec.pos[at].norm() * dec.dims.dim ** 0.5
-    return dec.eval()
+    return dec
 
 
 def random_memory(seed: int, batch: int, sources: int = 1) -> Features | list[Features]:
