@@ -36,7 +36,8 @@ from torch import Tensor
 
 from zoo.contract import Hypothesis
 
-__all__ = ["BeamSearch", "DecodingOptions", "GreedySearch", "PrefixScorer", "TokenFilter", "decode"]
+__all__ = ["BeamSearch", "DecodingOptions", "GreedySearch", "PrefixScorer", "TokenFilter", "decode",
+           "unresolved_draft"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class DecodingOptions:
     diversity: float = 0.0                 # Hamming diversity strength, must be > 0 when groups > 1
     ctc_weight: float = 0.0                # joint CTC/attention scoring (ctc_attention decoders)
     draft: Any = None                      # a drafter: speculative greedy (decoders.speculative); "ctc": a
-                                           # ctc_attention decoder's own CTC hypothesis (decoders.hybrid)
+                                           # ctc_attention decoder's own CTC hypothesis (decoders.hybrid); another
+                                           # head's name: its hypothesis, copied (ZooModel.generate)
     draft_schedule: str = "constant"       # draft length per row: the drafter's k, or "heuristic" (+2 / -1)
     vocab_screen: bool = False             # greedy on CPU: exact argmax via an int8 screen (decoders.vocab_screen)
     max_active: int | None = None          # greedy: continuous batching, at most this many rows decoded at once
@@ -91,9 +93,10 @@ class DecodingOptions:
                              ">= 1 with beam_size=1, temperature=0, ctc_weight=0, compile=False, use_cache=True, "
                              "vocab_screen=False, or max_active=None")
         if self.draft is not None:  # speculative greedy (decoders.speculative): lossless only for plain argmax
-            if self.draft != "ctc" and not callable(getattr(self.draft, "propose", None)):
+            if not isinstance(self.draft, str) and not callable(getattr(self.draft, "propose", None)):
                 raise ValueError(f"draft must be a drafter with propose(ctx) (decoders.drafters: MedusaHeads, "
-                                 f"EarlyExitDrafter, CopyDrafter), got {type(self.draft).__name__}")
+                                 f"EarlyExitDrafter, CopyDrafter), 'ctc' or another head's name, got "
+                                 f"{type(self.draft).__name__}")
             if self.beam_size > 1 or self.temperature > 0 or self.compile or not self.use_cache or self.ctc_weight > 0:
                 raise ValueError("draft (speculative decoding) is greedy only: set beam_size=1, temperature=0, "
                                  "ctc_weight=0, compile=False, use_cache=True")
@@ -101,6 +104,15 @@ class DecodingOptions:
 
 CTC_DRAFT_NEEDS_HYBRID = ("draft='ctc' copies drafts from a CTC branch: decode with a ctc_attention decoder "
                           "(decoders.hybrid), or pass a drafter (decoders.drafters)")
+
+
+def unresolved_draft(draft: str) -> str:
+    """Why a decoder alone cannot draft from ``draft``, a name (the decoders resolve only 'ctc', the hybrid's)."""
+    if draft == "ctc":
+        return CTC_DRAFT_NEEDS_HYBRID
+    return (f"draft={draft!r} names a head to copy drafts from; a decoder alone has no other head: decode through the "
+            f"model, ZooModel.generate(batch, options={{<this head>: DecodingOptions(draft={draft!r})}}), which "
+            "decodes that head first")
 
 
 def length_norm(length: int, penalty: float | None) -> float:
@@ -319,7 +331,7 @@ def decode(decoder, memory, options: DecodingOptions | None = None, scorer: Pref
     if not isinstance(options, DecodingOptions):
         raise TypeError(f"options must be decoders.search.DecodingOptions, got {type(options).__name__}")
     if isinstance(options.draft, str):
-        raise ValueError(CTC_DRAFT_NEEDS_HYBRID)
+        raise ValueError(unresolved_draft(options.draft))
     if options.ctc_weight > 0 and scorer is None:
         raise ValueError("ctc_weight > 0 needs a decoder with a CTC branch (ctc_attention); "
                          "this decoder has none, so leave ctc_weight at 0")

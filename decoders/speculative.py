@@ -385,10 +385,10 @@ class SpeculativeGreedy:
 def speculative_decode(decoder, memory, options) -> tuple[list[Hypothesis], SpecStats]:
     """Speculative greedy decoding with ``options.draft`` (or, without one, continuous-batching greedy); returns
     one Hypothesis per row and the stats."""
-    from decoders.search import CTC_DRAFT_NEEDS_HYBRID, TokenFilter
+    from decoders.search import TokenFilter, unresolved_draft
 
     if isinstance(options.draft, str):
-        raise ValueError(CTC_DRAFT_NEEDS_HYBRID)
+        raise ValueError(unresolved_draft(options.draft))
     if options.draft is None and options.max_active is None:
         raise ValueError("speculative_decode needs DecodingOptions(draft=<a drafter>) or max_active (continuous "
                          "batching of plain greedy)")

@@ -445,16 +445,45 @@ def test_zoo_eval_speculative_scores_what_greedy_attention_decoding_scores(tmp_p
 
     rows = _eval_corpus(tmp_path)
     torch.manual_seed(0)
-    _tiny("hybrid", _tokenizers(rows)).save_pretrained(tmp_path / "h")
-    _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "c")
-    common = ["--model", str(tmp_path / "h"), "--corpus", str(tmp_path), "--split", "test_unseen", "--no-card"]
-    lines = []
-    for extra in ([], ["--speculative"]):
-        assert evaluate([*common, *extra]) == 0
-        lines.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("test_unseen")])
-    assert lines[0] == lines[1] and lines[0]
-    with pytest.raises(ValueError, match="ctc_attention verbatim head"):
-        evaluate(["--model", str(tmp_path / "c"), *common[2:], "--speculative"])
+    for kind in ("hybrid", "ctc", "cascaded"):  # the cascaded model's subtitle head drafts from the verbatim text
+        _tiny(kind, _tokenizers(rows)).save_pretrained(tmp_path / kind)
+    common = ["--corpus", str(tmp_path), "--split", "test_unseen", "--no-card", "--max-len", "40"]
+    for kind in ("hybrid", "cascaded"):
+        lines = []
+        for extra in ([], ["--speculative"]):
+            assert evaluate(["--model", str(tmp_path / kind), *common, *extra]) == 0
+            lines.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("test_unseen")])
+        assert lines[0] == lines[1] and lines[0], kind
+    with pytest.raises(ValueError, match="ctc_attention verbatim head"):  # two CTC heads: nothing to draft
+        evaluate(["--model", str(tmp_path / "ctc"), *common, "--speculative"])
+
+
+def test_a_head_drafts_from_another_heads_transcript(tmp_path, monkeypatch):
+    """ZooModel.generate with DecodingOptions(draft="verbatim") on the subtitle head: the verbatim head is decoded
+    first and its text drafts the subtitle decoder (a padded batch, two sources); greedy's tokens either way."""
+    from decoders.drafters import CopyDrafter
+    from decoders.search import DecodingOptions
+
+    rows = _rows(tmp_path)
+    toks = _tokenizers(rows)
+    torch.manual_seed(0)
+    model = _tiny("cascaded", toks).eval()
+    batch = collate([SpeechTextDataset(rows, toks, label_mode="both")[i] for i in range(4)])
+    batch = {k: batch[k] for k in ("audio", "audio_lengths")}
+    calls = []
+    propose = CopyDrafter.propose
+    monkeypatch.setattr(CopyDrafter, "propose", lambda self, ctx: calls.append(self) or propose(self, ctx))
+    plain = model.generate(batch, heads="subtitle", options={"subtitle": DecodingOptions(max_len=30)})
+    spec = model.generate(batch, heads="subtitle", options={"subtitle": DecodingOptions(max_len=30, draft="verbatim")})
+    assert list(spec) == ["subtitle"] and calls and type(calls[0]) is CopyDrafter  # other tokenizers: through text
+    assert [h.tokens for h in spec["subtitle"]] == [h.tokens for h in plain["subtitle"]]
+    assert [h.text for h in spec["subtitle"]] == [h.text for h in plain["subtitle"]]
+    verbatim = model.generate(batch, heads="verbatim")["verbatim"]
+    assert calls[0].refs == [toks["verbatim"].decode(h.tokens) for h in verbatim]
+    with pytest.raises(ValueError, match="cycle: subtitle -> subtitle"):
+        model.generate(batch, heads="subtitle", options={"subtitle": DecodingOptions(draft="subtitle")})
+    with pytest.raises(ValueError, match="ZooModel.generate"):  # a decoder alone has no other head
+        model.decoders["subtitle"].decode(model.memory(model.encode(batch), "subtitle"), DecodingOptions(draft="verbatim"))
 
 
 def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_path):
@@ -484,3 +513,26 @@ def test_switch_background_puts_another_rows_background_after_the_utterance(tmp_
     assert tails > 0
     with pytest.raises(ValueError, match="switch_background"):
         SpeechTextDataset(rows, {}, switch_background=1.5)
+
+
+def test_zoo_transcribe_speculative_writes_the_same_subtitles(tmp_path, monkeypatch):
+    """--speculative: the cascaded model's AR subtitle head drafts each segment from its verbatim text."""
+    from decoders.drafters import CopyDrafter
+    from zoo.cli import main
+
+    rows = _rows(tmp_path)
+    torch.manual_seed(0)
+    _tiny("cascaded", _tokenizers(rows)).save_pretrained(tmp_path / "m")
+    audio = tmp_path / "long.wav"
+    sf.write(audio, np.concatenate([sf.read(r["audio_filepath"])[0] for r in rows]), 16000, subtype="PCM_16")
+    calls = []
+    propose = CopyDrafter.propose
+    monkeypatch.setattr(CopyDrafter, "propose", lambda self, ctx: calls.append(1) or propose(self, ctx))
+    subtitles = []
+    for extra in ([], ["--speculative"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["transcribe", str(tmp_path / "m"), str(audio), "--out", str(out), "--device", "cpu",
+                     "--format", "srt", *extra]) == 0
+        subtitles.append((out / "long.subtitle.srt").read_text())
+        assert bool(calls) == bool(extra)
+    assert subtitles[0] == subtitles[1] and subtitles[0].strip()

@@ -4,7 +4,7 @@ one :class:`ZooModel` whose config.json *is* the spec.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,20 +190,64 @@ class ZooModel(
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], heads: list[str] | str | None = None, options: Any = None) -> dict[str, Any]:
-        """Decode with each head in ``heads`` (default all); ``options`` is one object or a dict per head."""
+        """Decode with each head in ``heads`` (default all); ``options`` is one object or a dict per head.
+
+        A head whose ``DecodingOptions.draft`` names another head decodes speculatively from that head's
+        hypothesis of the same input, copied through text (CopySpec across heads: a subtitle head drafted by the
+        verbatim transcript). Its tokens are greedy's; the other head is decoded first."""
         heads = [heads] if isinstance(heads, str) else list(heads or self.decoders)
         for h in heads:
             if h not in self.decoders:
                 raise KeyError(f"unknown head '{h}'; this model has heads {list(self.decoders)}")
-        feats = self.encode(batch, needed={s for h in heads for s in _sources(self.spec_decoders[h], h)})
+        per_head = {h: options.get(h) if isinstance(options, dict) else options for h in self.decoders}
+        order = self._drafts_first(heads, per_head)
+        feats = self.encode(batch, needed={s for h in order for s in _sources(self.spec_decoders[h], h)})
         results = {}
-        for head in heads:
-            opts = options.get(head) if isinstance(options, dict) else options
+        for head in order:
+            opts, source = per_head[head], self._draft_head(per_head[head])
+            if source is not None:
+                opts = replace(opts, draft=self.copy_drafter(source, head, results[source]))
             results[head] = self.decoders[head].decode(self.memory(feats, head), opts)
             tokenizer = self.tokenizer(head)
             if tokenizer is not None:
                 _fill_text(results[head], tokenizer)
-        return results
+        return {h: results[h] for h in heads}
+
+    def _draft_head(self, options: Any) -> str | None:
+        draft = getattr(options, "draft", None)
+        return draft if isinstance(draft, str) and draft in self.decoders else None
+
+    def _drafts_first(self, heads: list[str], per_head: dict[str, Any]) -> list[str]:
+        """``heads`` and the heads they draft from, each after the head it drafts from."""
+        order: list[str] = []
+
+        def visit(head: str, path: tuple[str, ...]) -> None:
+            if head in path:
+                raise ValueError(f"heads draft from each other in a cycle: {' -> '.join((*path, head))}; give one "
+                                 "of them no draft (a head's options are shared when options is not a dict per head)")
+            source = self._draft_head(per_head[head])
+            if source is not None:
+                visit(source, (*path, head))
+            if head not in order:
+                order.append(head)
+
+        for h in heads:
+            visit(h, ())
+        return order
+
+    def copy_drafter(self, source: str, target: str, hyps: list, k: int = 8):
+        """A copy drafter for head ``target`` from head ``source``'s hypotheses: token ids when both heads share
+        a tokenizer, else through text (the subtitle re-cases the verbatim text: matched case-insensitively)."""
+        from decoders.drafters import CopyDrafter, TokenCopyDrafter
+
+        specs = self.meta.get("tokenizers", {})
+        if source not in specs or target not in specs:
+            raise ValueError(f"draft={source!r} for head {target!r} copies text between heads: both need a tokenizer "
+                             f"stored with the model (meta['tokenizers']); this model has {sorted(specs)}")
+        hyps = [h[0] if isinstance(h, list) else h for h in hyps]  # n-best: the best
+        if specs[source] == specs[target]:
+            return TokenCopyDrafter.from_hypotheses(hyps, k=k)
+        return CopyDrafter.from_hypotheses(hyps, self.tokenizer(source), self.tokenizer(target), k=k)
 
     def tokenizer(self, head: str):
         """The tokenizer stored with the model for a text head (``meta['tokenizers'][head]``), or None."""

@@ -188,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mask-ctc-iterations", type=int, default=1, help="Mask-CTC's K: masked-LM passes at most")
     parser.add_argument("--mask-ctc-ctc-weight", type=float, default=0.0, help="weight of the masked run's CTC "
                         "posteriors in Mask-CTC's fill (0: the paper's MLM-only fill)")
-    parser.add_argument("--speculative", action="store_true", help="hybrid verbatim head: greedy attention decoding, "
-                        "speculative with drafts copied from its own CTC hypothesis (the same text, faster)")
+    parser.add_argument("--speculative", action="store_true", help="greedy AR heads decoded speculatively, the same "
+                        "text faster: a hybrid verbatim head drafts from its own CTC hypothesis, an AR subtitle head "
+                        "from the verbatim transcript (copied through text)")
     parser.add_argument("--no-card", action="store_true")
     args = parser.parse_args(argv)
     if args.mask_ctc is not None and (args.lm_weight > 0 or args.tune_lm):
@@ -238,12 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         lm_note = f", Mask-CTC (P_thres {args.mask_ctc:g}, K={args.mask_ctc_iterations}{fused})"
         heads = ["verbatim"]
     if args.speculative:
-        if model.spec_decoders.get("verbatim", {}).get("type") != "ctc_attention" or args.beam > 1 or "verbatim" in options:
-            raise ValueError("--speculative decodes a ctc_attention verbatim head's attention branch greedily: it needs "
-                             "such a head (preset asr_hybrid_* or asr_maskctc_*), --beam 1, and no --lm-weight or --mask-ctc")
         from decoders.search import DecodingOptions
 
-        options["verbatim"] = DecodingOptions(max_len=args.max_len, draft="ctc")
+        types = {h: c["type"] for h, c in model.spec_decoders.items()}
+        if types.get("verbatim") == "ctc_attention" and "verbatim" not in options:
+            options["verbatim"] = DecodingOptions(max_len=args.max_len, draft="ctc")
+        if types.get("subtitle") == "transformer_decoder" and "verbatim" in types and "subtitle" in heads:
+            options["subtitle"] = DecodingOptions(max_len=args.max_len, draft="verbatim")
+        if args.beam > 1 or not any(isinstance(o, DecodingOptions) and o.draft for o in options.values()):
+            raise ValueError("--speculative decodes greedy AR heads with drafts: it needs --beam 1 and a ctc_attention "
+                             "verbatim head (preset asr_hybrid_* or asr_maskctc_*, without --lm-weight or --mask-ctc) "
+                             f"or an AR subtitle head beside a verbatim head (asr_cascaded_*); this model has {types}")
     results = []
     print(f"{'split':<12} " + " ".join(f"{k:>14}" for k in ("verbatim_wer", "verbatim_cer", "subtitle_wer", "subtitle_bleu")))
     for split in args.split:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -52,6 +52,7 @@ class LongFormOptions:
     start_speech_min: float = 0.3  # the same for a segment's start, over the frames before its first character
     #                              (0.3 chosen on test_seen)
     end_extend_max_s: float = 0.5  # at most this far, either way
+    speculative: bool = False    # an AR subtitle head drafts from the segment's verbatim text (the same subtitles)
 
     def __post_init__(self):
         for name in ("chunk_s", "max_pause_s", "max_segment_s"):
@@ -265,9 +266,12 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
 def subtitle_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "subtitle",
                       opts: LongFormOptions = LongFormOptions()) -> list[str]:
     """Decode the subtitle head on each segment's audio, a batch of segments at a time."""
+    from decoders.search import DecodingOptions
     from recipes.asr_subtitle.evaluate import decoding_options
 
     options = decoding_options(model.spec_decoders[head]["type"])
+    if opts.speculative and isinstance(options, DecodingOptions) and "verbatim" in model.decoders:
+        options = replace(options, draft="verbatim")  # CopySpec across heads (ZooModel.generate)
     device = next(model.parameters()).device
     texts = []
     for _, audio, lengths in segment_batches(source, segments, opts):
@@ -359,7 +363,7 @@ def main(args) -> int:
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass,
                            lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus,
                            max_pause_s=args.max_pause, start_speech_min=args.start_speech_min,
-                           end_speech_min=args.end_speech_min)
+                           end_speech_min=args.end_speech_min, speculative=args.speculative)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot, lm=lm)
         for track, paths in written.items():
@@ -389,4 +393,6 @@ def add_arguments(p) -> None:
     p.add_argument("--end-speech-min", type=float, default=d.end_speech_min, help="a cue ends later over the "
                    "frames after its last character whose non-blank posterior is at least this (0: off)")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
+    p.add_argument("--speculative", action="store_true", help="decode an AR subtitle head with drafts copied from "
+                   "the verbatim text (the same subtitles; faster where the two texts overlap)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
