@@ -43,7 +43,8 @@ def worker(args) -> None:
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     lm = folder_lm(args.model) if args.lm_weight > 0 else None
-    opts = LongFormOptions(redecode=not args.one_pass, lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus)
+    opts = LongFormOptions(redecode=not args.one_pass, lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus,
+                           attention_text=args.attention_text)
     with torch.inference_mode():
         written = transcribe(model, audio, args.out, formats=("srt",), opts=opts, lm=lm)
     seconds = time.perf_counter() - start
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-pass", action="store_true", help="skip the second pass over each segment")
     parser.add_argument("--lm-weight", type=float, default=0.0, help="second pass fused with the model's verbatim_lm.json")
     parser.add_argument("--insertion-bonus", type=float, default=0.0)
+    parser.add_argument("--attention-text", action="store_true", help="a hybrid model: the second pass takes its "
+                        "attention decoder's text, timed by CTC alignment (default: its CTC branch's)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = build_longform(root, minutes=minutes)
         out = subprocess.run([sys.executable, __file__, "--worker", "--model", args.model, "--reference",
                               str(reference), "--threads", str(args.threads), *(["--one-pass"] * args.one_pass),
+                              *(["--attention-text"] * args.attention_text),
                               "--lm-weight", str(args.lm_weight), "--insertion-bonus", str(args.insertion_bonus),
                               "--out", str(args.workdir / f"{minutes:g}min")],
                              check=True, capture_output=True, text=True)
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS at {rows[-1]['minutes']:.0f} min / at {rows[0]['minutes']:.0f} min: {growth:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(model=args.model, threads=args.threads, one_pass=args.one_pass,
+                                        attention_text=args.attention_text,
                                         lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus, rows=rows,
                                         rss_growth=growth), indent=1))
     print(f"wrote {args.out}")

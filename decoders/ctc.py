@@ -231,7 +231,7 @@ class CTCHead(Decoder):
                 hyps = [Hypothesis(list(tokens), score=score) for tokens, score, _ in found[: opts.n_best]]
                 if opts.timestamps and shift is not None:  # Viterbi spans of the chosen tokens
                     for h in hyps:
-                        spans = self._align_row(lp[b, :n], h.tokens)
+                        spans = self.align_row(lp[b, :n], h.tokens)
                         h.timestamps = [_seconds(s.start, s.end, shift) for s in spans]
                 results.append(hyps if opts.n_best > 1 else hyps[0])
         if opts.tokenizer is not None:
@@ -278,10 +278,11 @@ class CTCHead(Decoder):
                 tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         lengths = lengths if lengths is not None else torch.full((tokens.shape[0],), tokens.shape[1])
         self.check_targets(tokens.long().to(lp.device), lengths.long().to(lp.device), frames, ids)
-        return [self._align_row(lp[b, :n], tokens[b, :m].tolist())
+        return [self.align_row(lp[b, :n], tokens[b, :m].tolist())
                 for b, (n, m) in enumerate(zip(frames.tolist(), lengths.tolist()))]
 
-    def _align_row(self, lp: Tensor, tokens: list[int]) -> list[AF.TokenSpan]:
+    def align_row(self, lp: Tensor, tokens: list[int]) -> list[AF.TokenSpan]:
+        """Viterbi spans of ``tokens`` in one row's log posteriors ``lp`` (T, V): one TokenSpan per token."""
         if not tokens:
             return []
         target = torch.tensor([tokens], dtype=torch.int32, device=lp.device)

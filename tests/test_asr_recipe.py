@@ -16,7 +16,14 @@ from recipes.asr_subtitle.transcribe import (
     segment_batches,
     transcribe,
 )
-from recipes.asr_subtitle.words import ctc_words, extend_edges, own_words, span_words, split_segments
+from recipes.asr_subtitle.words import (
+    aligned_words,
+    ctc_words,
+    extend_edges,
+    own_words,
+    span_words,
+    split_segments,
+)
 from zoo import ZooModel, create_model
 from zoo.subtitles import Word
 from zoo.tokenizers import CharTokenizer, train_tokenizer
@@ -536,3 +543,41 @@ def test_zoo_transcribe_speculative_writes_the_same_subtitles(tmp_path, monkeypa
         subtitles.append((out / "long.subtitle.srt").read_text())
         assert bool(calls) == bool(extra)
     assert subtitles[0] == subtitles[1] and subtitles[0].strip()
+
+
+def test_aligned_words_time_another_decoders_text_by_ctc_alignment():
+    """A hybrid's attention text timed on its CTC posteriors: the Viterbi path puts each character where CTC
+    heard it (also where CTC's own best path wrote another one); None where CTC cannot align the text."""
+    from decoders.ctc import ctc
+    from recipes.asr_subtitle.words import aligned_words
+
+    tok = CharTokenizer(["a", "b", " "])
+    head = ctc(8, tok.vocab_size)
+    heard = [4, 4, 0, 5, 0, 6, 0, 0, 4, 0]                    # "ab a", 10 frames of 0.1 s
+    lp = torch.full((10, tok.vocab_size), -8.0)
+    lp[torch.arange(10), torch.tensor(heard)] = -0.01
+    words = aligned_words(head, lp.log_softmax(-1), tok.encode("ab a"), 0.1, tok)
+    assert [(w.text, round(w.start, 2), round(w.end, 2)) for w in words] == [("ab", 0.0, 0.4), ("a", 0.8, 0.9)]
+    other = aligned_words(head, lp.log_softmax(-1), tok.encode("bb a"), 0.1, tok)  # a letter CTC heard as "a"
+    assert [w.text for w in other] == ["bb", "a"] and other[0].start < other[0].end <= other[1].start
+    assert aligned_words(head, lp.log_softmax(-1), tok.encode("aaaaaa"), 0.1, tok) is None  # 6 + 5 repeats > 10
+    assert aligned_words(head, lp, [], 0.1, tok) == []
+
+
+def test_zoo_transcribe_takes_a_hybrid_model(tmp_path, monkeypatch):
+    """A hybrid verbatim head times words by its CTC branch; --attention-text writes its attention decoder's text."""
+    import recipes.asr_subtitle.transcribe as tr
+    from zoo.cli import main
+
+    rows = _rows(tmp_path)
+    torch.manual_seed(0)
+    _tiny("hybrid", _tokenizers(rows)).save_pretrained(tmp_path / "m")
+    audio = rows[0]["audio_filepath"]
+    aligned = []
+    monkeypatch.setattr(tr, "aligned_words", lambda *a, **k: aligned.append(a[2]) or aligned_words(*a, **k))
+    for extra in ([], ["--attention-text"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["transcribe", str(tmp_path / "m"), audio, "--out", str(out), "--device", "cpu",
+                     "--format", "srt", *extra]) == 0
+        assert [p.name for p in out.iterdir()] == [f"{Path(audio).stem}.verbatim.srt"]  # no subtitle head
+        assert bool(aligned) == bool(extra)  # the attention hypotheses were timed by CTC alignment

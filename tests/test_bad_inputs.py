@@ -98,7 +98,7 @@ CLI_CASES = {
     "separate: unknown query label": (["separate", "{query}", "{mix.wav}", "--out", "{root}/o6", "--query-label",
                                        "unicorn"], ["unknown query label 'unicorn'", "known labels:", "bell"]),
     "transcribe: model without a CTC verbatim head": (["transcribe", "{toy}", "{speech.wav}", "--out", "{root}/t1"],
-                                                      ["needs a CTC 'verbatim' head", "asr_ctc_*"]),
+                                                      ["needs a CTC or hybrid 'verbatim' head", "asr_hybrid_*"]),
     "transcribe: max line width 0": (["transcribe", "{toy}", "{speech.wav}", "--out", "{root}/t2",
                                       "--max-line-width", "0"], ["max_line_width=0 must be >= 1",
                                                                  "max_line_width=42"]),
@@ -491,7 +491,7 @@ def test_subtitle_options():
 def test_transcribe_checks_the_model_and_the_audio():
     from recipes.asr_subtitle.transcribe import AudioSource, transcribe
 
-    with pytest.raises(ValueError, match=r"needs a CTC 'verbatim' head .*heads \{'tags': 'frame_classifier'"):
+    with pytest.raises(ValueError, match=r"needs a CTC or hybrid 'verbatim' head .*heads \{'tags': 'frame_classifier'"):
         transcribe(toy(), torch.zeros(16000), "unused", audio_sample_rate=16000)
     with pytest.raises(ValueError, match=r"in-memory audio needs audio_sample_rate=.*pass the rate"):
         AudioSource(torch.zeros(16000), 16000)

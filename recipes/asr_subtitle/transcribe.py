@@ -13,22 +13,23 @@ the segment's CTC times as cue times.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from recipes.asr_subtitle.words import ctc_words, extend_edges, own_words, span_words, split_segments
-from zoo.data.audio import check_waveform, load_audio
+from recipes.asr_subtitle.audio_source import AudioSource, release_freed_memory
+from recipes.asr_subtitle.words import (
+    aligned_words,
+    ctc_words,
+    extend_edges,
+    own_words,
+    span_words,
+    split_segments,
+)
 from zoo.subtitles import CueOptions, Word, write_transcript
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class LongFormOptions:
     #                              (0.3 chosen on test_seen)
     end_extend_max_s: float = 0.5  # at most this far, either way
     speculative: bool = False    # an AR subtitle head drafts from the segment's verbatim text (the same subtitles)
+    attention_text: bool = False  # a hybrid verbatim head: the second pass's text is its attention branch's (greedy,
+    #                               speculative from its CTC), timed by CTC alignment (off: its CTC branch's, which
+    #                               scored better on long-form audio; BENCHMARKS.md)
 
     def __post_init__(self):
         for name in ("chunk_s", "max_pause_s", "max_segment_s"):
@@ -62,73 +66,6 @@ class LongFormOptions:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} is a posterior threshold: use a value in "
                                  f"[0, 1] (0 turns it off; default {getattr(LongFormOptions, name)})")
-
-
-class AudioSource:
-    """Random access to a mono signal at ``sample_rate``: streamed from a file at that rate, otherwise
-    loaded whole (and resampled, logged) — only files at a foreign rate are held in memory."""
-
-    def __init__(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int,
-                 audio_sample_rate: int | None = None):
-        self.sample_rate, self.file, self.wav = sample_rate, None, None
-        if isinstance(audio, (str, Path)):
-            info = _info(audio)
-            if info.samplerate == sample_rate:
-                self.file, self.length, self.channels = str(audio), info.frames, info.channels
-                if info.channels > 1:
-                    log.info("%s: %d channels, averaged to mono", audio, info.channels)
-                if info.frames == 0:
-                    raise ValueError(f"{audio}: the file holds no samples; pass a recording with speech")
-            else:
-                self.wav = load_audio(audio, sample_rate)
-        else:
-            if audio_sample_rate is None:
-                raise ValueError("in-memory audio needs audio_sample_rate=...; pass the rate it was recorded at")
-            self.wav = check_waveform(torch.as_tensor(audio), audio_sample_rate, sample_rate)
-        if self.wav is not None:
-            self.length = len(self.wav)
-
-    def read(self, start: int, stop: int) -> torch.Tensor:
-        """Samples [start, stop), zero outside the signal."""
-        lo, hi = max(start, 0), min(stop, self.length)
-        if self.wav is not None:
-            piece = self.wav[lo:hi]
-        else:
-            with sf.SoundFile(self.file) as f:
-                f.seek(lo)
-                data = f.read(hi - lo, dtype="float32", always_2d=True)
-            if not np.isfinite(data).all():
-                raise ValueError(f"{self.file}: NaN/inf samples near {lo / self.sample_rate:.2f} s; the file is corrupt")
-            piece = torch.from_numpy(data.mean(1))
-        return torch.nn.functional.pad(piece, (lo - start, stop - hi))
-
-
-def _info(path: str | Path):
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such audio file")
-    try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(f"{path}: cannot read audio ({err}); convert it to WAV or FLAC") from err
-
-
-@functools.cache
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS after a batch (glibc's ``malloc_trim``; a no-op elsewhere).
-    glibc raises its mmap threshold as large blocks are freed, so later activations come from the heap,
-    and with batches of varied sizes the heap's peak crept up with the file length: two-pass peak RSS at
-    30 min was 1.51x that at 3 min, 1.24x with the trim, ~1.07x with segment widths padded to
-    ``width_step_s`` as well (BENCHMARKS.md)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _ctc_branch(model, head: str):
@@ -219,11 +156,13 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     Segments longer than ``max_segment_s`` (one long word) or that come back empty keep their first-pass
     words."""
     from decoders.ctc import CTCDecodingOptions
+    from decoders.search import DecodingOptions
 
     ctc, shift, encoder = _ctc_branch(model, head)
     device = next(model.parameters()).device
     tokenizer = model.tokenizer(head)
     fused = lm is not None and opts.lm_weight > 0
+    attention = opts.attention_text and not fused and hasattr(model.decoders[head], "attention")
     beam = CTCDecodingOptions(beam_size=opts.ctc_beam, lm=lm, lm_weight=opts.lm_weight,
                               insertion_bonus=opts.insertion_bonus, frame_shift_s=shift) if fused else None
     out = [[list(seg)] for seg in segments]
@@ -245,6 +184,11 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
             paths = log_probs.argmax(-1).cpu()
             decoded = [ctc_words(path[:n].numpy(), shift, tokenizer, max_gap_s=opts.max_pause_s)
                        for path, n in zip(paths, frames)]
+        if attention:  # the attention branch's words where CTC can time them (else its own, above)
+            hyps = model.decoders[head].decode(feats, DecodingOptions(draft="ctc"))
+            timed = [aligned_words(ctc, lp[:n], h.tokens, shift, tokenizer, opts.max_pause_s)
+                     for lp, n, h in zip(log_probs, frames, hyps)]
+            decoded = [own if own is not None else words for own, words in zip(timed, decoded)]
         edges = opts.start_speech_min > 0 or opts.end_speech_min > 0
         speech = (1 - log_probs[..., ctc.blank].exp()).cpu().numpy() if edges else None
         for row, (first, words, target, n) in enumerate(zip(firsts, decoded, targets, frames)):
@@ -290,10 +234,11 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
     if opts.lm_weight > 0 and (lm is None or not opts.redecode):
         raise ValueError("lm_weight > 0 fuses an LM into the second pass: pass lm= (zoo.lm.NGramLM.load("
                          "'<model>/verbatim_lm.json')) and keep redecode=True")
-    if "verbatim" not in model.decoders or model.spec_decoders["verbatim"]["type"] != "ctc":
-        raise ValueError("long-form transcription needs a CTC 'verbatim' head for timing; "
+    if model.spec_decoders.get("verbatim", {}).get("type") not in ("ctc", "ctc_attention"):
+        raise ValueError("long-form transcription needs a CTC or hybrid 'verbatim' head for timing; "
                          f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}. "
-                         "Use a model trained from an asr_verbatim_*, asr_shared_*, asr_cascaded_* or asr_ctc_* preset")
+                         "Use a model trained from an asr_verbatim_*, asr_shared_*, asr_cascaded_*, asr_ctc_*, "
+                         "asr_hybrid_* or asr_maskctc_* preset")
     model.eval()
     sr = int(model.meta.get("sample_rate", 16000))
     source = AudioSource(audio, sr, audio_sample_rate)
@@ -363,7 +308,8 @@ def main(args) -> int:
     opts = LongFormOptions(chunk_s=args.chunk, context_s=args.context, redecode=not args.one_pass,
                            lm_weight=args.lm_weight, insertion_bonus=args.insertion_bonus,
                            max_pause_s=args.max_pause, start_speech_min=args.start_speech_min,
-                           end_speech_min=args.end_speech_min, speculative=args.speculative)
+                           end_speech_min=args.end_speech_min, speculative=args.speculative,
+                           attention_text=args.attention_text)
     for audio in args.audio:
         written = transcribe(model, audio, args.out, args.format, cue_options=cue, opts=opts, plot=args.plot, lm=lm)
         for track, paths in written.items():
@@ -395,4 +341,6 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", action="store_true", help="also write a spectrogram + alignment PNG")
     p.add_argument("--speculative", action="store_true", help="decode an AR subtitle head with drafts copied from "
                    "the verbatim text (the same subtitles; faster where the two texts overlap)")
+    p.add_argument("--attention-text", action="store_true", help="a hybrid model: the verbatim text of each "
+                   "segment from its attention decoder (speculative, timed by CTC alignment), not its CTC branch")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")

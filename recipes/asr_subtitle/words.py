@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from zoo.subtitles import Word
 
-__all__ = ["boundaries_error", "ctc_words", "extend_edges", "own_words", "span_words", "split_segments"]
+__all__ = ["aligned_words", "boundaries_error", "ctc_words", "extend_edges", "own_words", "span_words",
+           "split_segments"]
 
 
 def ctc_words(path: np.ndarray, shift: float, tokenizer, blank: int = 0, max_gap_s: float | None = None) -> list[Word]:
@@ -49,6 +51,22 @@ def span_words(tokens: Sequence[int], spans: Sequence[tuple[float, float]], toke
     if chars:
         words.append(Word(tokenizer.decode(chars), start, end))
     return words
+
+
+def aligned_words(ctc, log_probs, tokens: Sequence[int], shift: float, tokenizer,
+                  max_gap_s: float | None = None) -> list[Word] | None:
+    """Words of a hypothesis from another decoder (a hybrid's attention branch), timed by Viterbi-aligning its
+    tokens to the CTC log posteriors ``log_probs`` (T, V) of the same audio; None where CTC cannot align them
+    (more tokens and repeats than frames, or a token CTC never emits)."""
+    if not tokens:
+        return []
+    ids = torch.tensor([list(tokens)])
+    try:
+        ctc.check_targets(ids, torch.tensor([len(tokens)]), torch.tensor([log_probs.shape[0]]))
+    except ValueError:
+        return None
+    spans = ctc.align_row(log_probs, list(tokens))
+    return span_words(tokens, [(t.start * shift, t.end * shift) for t in spans], tokenizer, max_gap_s)
 
 
 def split_segments(words: Sequence[Word], max_pause_s: float,
