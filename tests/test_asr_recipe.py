@@ -581,3 +581,7 @@ def test_zoo_transcribe_takes_a_hybrid_model(tmp_path, monkeypatch):
                      "--format", "srt", *extra]) == 0
         assert [p.name for p in out.iterdir()] == [f"{Path(audio).stem}.verbatim.srt"]  # no subtitle head
         assert bool(aligned) == bool(extra)  # the attention hypotheses were timed by CTC alignment
+    _tiny("ctc", _tokenizers(rows)).save_pretrained(tmp_path / "c")
+    with pytest.raises(ValueError, match="needs a ctc_attention head"):
+        tr.transcribe(ZooModel.from_pretrained(str(tmp_path / "c")), audio, tmp_path / "x",
+                      opts=tr.LongFormOptions(attention_text=True))

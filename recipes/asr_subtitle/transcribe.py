@@ -162,7 +162,7 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
     device = next(model.parameters()).device
     tokenizer = model.tokenizer(head)
     fused = lm is not None and opts.lm_weight > 0
-    attention = opts.attention_text and not fused and hasattr(model.decoders[head], "attention")
+    attention = opts.attention_text and hasattr(model.decoders[head], "attention")  # checked in transcribe()
     beam = CTCDecodingOptions(beam_size=opts.ctc_beam, lm=lm, lm_weight=opts.lm_weight,
                               insertion_bonus=opts.insertion_bonus, frame_shift_s=shift) if fused else None
     out = [[list(seg)] for seg in segments]
@@ -239,6 +239,11 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
                          f"this model has heads {dict((h, c['type']) for h, c in model.spec_decoders.items())}. "
                          "Use a model trained from an asr_verbatim_*, asr_shared_*, asr_cascaded_*, asr_ctc_*, "
                          "asr_hybrid_* or asr_maskctc_* preset")
+    if opts.attention_text and (model.spec_decoders["verbatim"]["type"] != "ctc_attention" or opts.lm_weight > 0
+                                or not opts.redecode):
+        raise ValueError("attention_text (--attention-text) takes the second pass's text from a hybrid verbatim head's "
+                         "attention decoder: it needs a ctc_attention head, the second pass (no --one-pass) and no "
+                         "--lm-weight")
     model.eval()
     sr = int(model.meta.get("sample_rate", 16000))
     source = AudioSource(audio, sr, audio_sample_rate)
