@@ -585,3 +585,6 @@ def test_zoo_transcribe_takes_a_hybrid_model(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="needs a ctc_attention head"):
         tr.transcribe(ZooModel.from_pretrained(str(tmp_path / "c")), audio, tmp_path / "x",
                       opts=tr.LongFormOptions(attention_text=True))
+    with pytest.raises(ValueError, match="no transformer_decoder 'subtitle' head"):  # its subtitle head is CTC
+        tr.transcribe(ZooModel.from_pretrained(str(tmp_path / "c")), audio, tmp_path / "x",
+                      opts=tr.LongFormOptions(speculative=True))

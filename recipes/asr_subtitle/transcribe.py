@@ -210,12 +210,11 @@ def redecode_segments(model, source: AudioSource, segments: Sequence[Sequence[Wo
 def subtitle_segments(model, source: AudioSource, segments: Sequence[Sequence[Word]], head: str = "subtitle",
                       opts: LongFormOptions = LongFormOptions()) -> list[str]:
     """Decode the subtitle head on each segment's audio, a batch of segments at a time."""
-    from decoders.search import DecodingOptions
     from recipes.asr_subtitle.evaluate import decoding_options
 
     options = decoding_options(model.spec_decoders[head]["type"])
-    if opts.speculative and isinstance(options, DecodingOptions) and "verbatim" in model.decoders:
-        options = replace(options, draft="verbatim")  # CopySpec across heads (ZooModel.generate)
+    if opts.speculative:  # CopySpec across heads (ZooModel.generate)
+        options = replace(options, draft="verbatim")
     device = next(model.parameters()).device
     texts = []
     for _, audio, lengths in segment_batches(source, segments, opts):
@@ -244,6 +243,9 @@ def transcribe(model, audio, out_dir: str | Path, formats: Sequence[str] = ("srt
         raise ValueError("attention_text (--attention-text) takes the second pass's text from a hybrid verbatim head's "
                          "attention decoder: it needs a ctc_attention head, the second pass (no --one-pass) and no "
                          "--lm-weight")
+    if opts.speculative and model.spec_decoders.get("subtitle", {}).get("type") != "transformer_decoder":
+        raise ValueError("speculative (--speculative) drafts an AR subtitle head from the verbatim text: this model "
+                         "has no transformer_decoder 'subtitle' head (use an asr_cascaded_* model, or drop it)")
     model.eval()
     sr = int(model.meta.get("sample_rate", 16000))
     source = AudioSource(audio, sr, audio_sample_rate)
