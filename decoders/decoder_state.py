@@ -34,6 +34,43 @@ class Memory:
                       None if self.mask is None else pick(self.mask), self.keys_last)
 
 
+@dataclass(frozen=True)
+class MemoryExtent:
+    """Where each utterance's attended frames lie in a padded memory: ``ends[r]`` is one past its last one,
+    ``valid[r]`` how many there are. Frames from ``ends[r]`` on are padding; frames before it are all attended
+    when ``valid[r] == ends[r]``, but not always: a decoder reading several sources concatenates them, each
+    padded, so its valid frames are not one prefix."""
+
+    ends: list[int]
+    valid: list[int]
+
+    @classmethod
+    def of(cls, mask: Tensor | None) -> MemoryExtent | None:
+        if mask is None:
+            return None
+        keep = mask.flatten(1)
+        ends = (keep * torch.arange(1, keep.shape[1] + 1, device=keep.device)).amax(1)
+        return cls(ends.tolist(), keep.sum(1).tolist())
+
+
+def active_memory(mem: Memory, rows: list[int], extent: MemoryExtent | None) -> Memory:
+    """The memory of utterances ``rows``, cut after the last frame any of them attends; the mask is dropped
+    when none of them is padded any more."""
+    every = rows == list(range(mem.k[0].shape[0]))
+    idx = torch.tensor(rows, device=mem.k[0].device)
+    if extent is None:
+        return mem if every else mem.select(idx)
+    longest, axis = max(extent.ends[r] for r in rows), 3 if mem.keys_last else 2
+    dense = all(extent.valid[r] == longest for r in rows)  # every row attends every frame before the cut
+    if every and longest == mem.mask.shape[-1]:
+        return Memory(mem.k, mem.v, None if dense else mem.mask, mem.keys_last)
+    cut = Memory([t.narrow(axis, 0, longest) for t in mem.k], [t.narrow(axis, 0, longest) for t in mem.v],
+                 mem.mask.narrow(3, 0, longest), mem.keys_last).select(idx)
+    if dense:
+        cut.mask = None
+    return cut
+
+
 def cross_attend(q: Tensor, mem: Memory, layer: int, dropout: float = 0.0) -> Tensor:
     """Attention of queries q (B, heads, m, head_dim) over layer ``layer`` of the memory.
 
