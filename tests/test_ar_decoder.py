@@ -239,6 +239,8 @@ SEARCHES = {  # every decoding path of a TransformerDecoder that takes a padded 
     "beam 4, n_best 2, GNMT penalty": dict(beam_size=4, n_best=2, length_penalty=0.6),
     "diverse beam 4 in 2 groups": dict(beam_size=4, groups=2, diversity=0.5),
     "continuous greedy, 2 places": dict(max_active=2), "vocab screen": dict(vocab_screen=True),
+    "fixed shapes (the compile path, run eagerly)": dict(compile=True),
+    "fixed shapes, beam 3": dict(compile=True, beam_size=3),
 }
 
 
@@ -262,6 +264,7 @@ def test_a_padded_batch_decodes_as_each_row_alone(seed, search, sources, keys_la
     opts = DecodingOptions(max_len=10, min_len=min_len, prefix=prefix, **SEARCHES[search])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(td, "KEYS_LAST_MIN_FRAMES", 0 if keys_last else 10**9)
+        mp.setattr(dec, "compiled_step", lambda: dec.forward_tokens)  # compile=True's path, without compiling
         batch = nbest(dec.decode(feats if sources > 1 else feats[0], opts))
         for row in range(4):
             alone = [Features(f.x[row: row + 1, : int(f.lengths[row])]) for f in feats]
