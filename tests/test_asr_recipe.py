@@ -16,14 +16,7 @@ from recipes.asr_subtitle.transcribe import (
     segment_batches,
     transcribe,
 )
-from recipes.asr_subtitle.words import (
-    aligned_words,
-    ctc_words,
-    extend_edges,
-    own_words,
-    span_words,
-    split_segments,
-)
+from recipes.asr_subtitle.words import ctc_words, extend_edges, own_words, span_words, split_segments
 from zoo import ZooModel, create_model
 from zoo.subtitles import Word
 from zoo.tokenizers import CharTokenizer, train_tokenizer
@@ -567,6 +560,7 @@ def test_aligned_words_time_another_decoders_text_by_ctc_alignment():
 def test_zoo_transcribe_takes_a_hybrid_model(tmp_path, monkeypatch):
     """A hybrid verbatim head times words by its CTC branch; --attention-text writes its attention decoder's text."""
     import recipes.asr_subtitle.transcribe as tr
+    from recipes.asr_subtitle.words import aligned_words
     from zoo.cli import main
 
     rows = _rows(tmp_path)
