@@ -52,12 +52,11 @@ def encode_batches(model, rows, batch_size: int, target: str) -> list[dict]:
 
 
 def heads(model, target: str) -> tuple:
-    """(AR decoder, CTC head drafting for it, drafting tokenizer, target tokenizer)."""
+    """(AR decoder, CTC head drafting for it)."""
     verbatim = model.decoders["verbatim"]
     if target == "verbatim":  # hybrid: the attention branch, drafted by its own CTC branch
-        tok = model.tokenizer("verbatim")
-        return verbatim.attention, verbatim.ctc, tok, tok
-    return model.decoders[target], verbatim, model.tokenizer("verbatim"), model.tokenizer(target)
+        return verbatim.attention, verbatim.ctc
+    return model.decoders[target], verbatim
 
 
 def stack(parts: list) -> Features | list[Features]:
@@ -76,16 +75,14 @@ def run(model, batches: list[dict], target: str, medusa=None, max_len: int = 200
         draft_k: int = 8, continuous: int | None = None) -> list[dict]:
     """Each decoding's row of the table; ``continuous`` adds continuous batching (all utterances through that
     many places, ``DecodingOptions(max_active=...)``) of plain greedy and of the copy drafters."""
-    from decoders.drafters import CopyDrafter, FallbackDrafter, TokenCopyDrafter
+    from decoders.drafters import FallbackDrafter
     from decoders.search import DecodingOptions, decode
     from decoders.speculative import speculative_decode
 
-    ar, ctc, vtok, ttok = heads(model, target)
+    ar, ctc = heads(model, target)
 
-    def copy(b: dict):
-        if target == "verbatim":  # same vocabulary: copy token ids, no text round trip
-            return TokenCopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), k=draft_k)
-        return CopyDrafter.from_hypotheses(ctc.decode(b["verbatim"]), vtok, ttok, k=draft_k)
+    def copy(b: dict):  # token ids within one vocabulary (the hybrid), through text across heads
+        return model.copy_drafter("verbatim", target, ctc.decode(b["verbatim"]), k=draft_k)
 
     def speculative(make, schedule, parts=batches, active=None):
         def go():
